@@ -883,7 +883,10 @@ func (x *Incident) GetResolvedAt() *timestamppb.Timestamp {
 type ReportIncidentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The incident; id, revision, reporter and times are set by the hub.
-	Incident      *Incident `protobuf:"bytes,1,opt,name=incident,proto3" json:"incident,omitempty"`
+	Incident *Incident `protobuf:"bytes,1,opt,name=incident,proto3" json:"incident,omitempty"`
+	// Client idempotency key: a retry with the same request_id is applied once
+	// and answered with the stored result.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -923,6 +926,13 @@ func (x *ReportIncidentRequest) GetIncident() *Incident {
 		return x.Incident
 	}
 	return nil
+}
+
+func (x *ReportIncidentRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 // ReportIncidentResponse returns the stored incident.
@@ -982,7 +992,10 @@ type UpdateIncidentRequest struct {
 	Incident *Incident `protobuf:"bytes,3,opt,name=incident,proto3" json:"incident,omitempty"`
 	// Fields to change: title, classification, severity, status, affected,
 	// impact, remediations, rollout_action, respond_by, audience.
-	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,4,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,4,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	// Client idempotency key: a retry with the same request_id is applied once
+	// and answered with the stored result.
+	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1043,6 +1056,13 @@ func (x *UpdateIncidentRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
 		return x.UpdateMask
 	}
 	return nil
+}
+
+func (x *UpdateIncidentRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 // UpdateIncidentResponse returns the stored incident.
@@ -1842,17 +1862,21 @@ const file_phx_v1_incident_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12;\n" +
 	"\vresolved_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"resolvedAt\"E\n" +
+	"resolvedAt\"d\n" +
 	"\x15ReportIncidentRequest\x12,\n" +
-	"\bincident\x18\x01 \x01(\v2\x10.phx.v1.IncidentR\bincident\"F\n" +
+	"\bincident\x18\x01 \x01(\v2\x10.phx.v1.IncidentR\bincident\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"F\n" +
 	"\x16ReportIncidentResponse\x12,\n" +
-	"\bincident\x18\x01 \x01(\v2\x10.phx.v1.IncidentR\bincident\"\xbf\x01\n" +
+	"\bincident\x18\x01 \x01(\v2\x10.phx.v1.IncidentR\bincident\"\xde\x01\n" +
 	"\x15UpdateIncidentRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
 	"\x11expected_revision\x18\x02 \x01(\x04R\x10expectedRevision\x12,\n" +
 	"\bincident\x18\x03 \x01(\v2\x10.phx.v1.IncidentR\bincident\x12;\n" +
 	"\vupdate_mask\x18\x04 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
-	"updateMask\"F\n" +
+	"updateMask\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"F\n" +
 	"\x16UpdateIncidentResponse\x12,\n" +
 	"\bincident\x18\x01 \x01(\v2\x10.phx.v1.IncidentR\bincident\"\\\n" +
 	"\x0eAddPostRequest\x12\x0e\n" +

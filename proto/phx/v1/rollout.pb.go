@@ -341,7 +341,10 @@ func (x *Rollout) GetReason() string {
 type AnnounceRolloutRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The rollout; revision, publisher and times are set by the hub.
-	Rollout       *Rollout `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	Rollout *Rollout `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	// Client idempotency key: a retry with the same request_id is applied once
+	// and answered with the stored result.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -381,6 +384,13 @@ func (x *AnnounceRolloutRequest) GetRollout() *Rollout {
 		return x.Rollout
 	}
 	return nil
+}
+
+func (x *AnnounceRolloutRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 // AnnounceRolloutResponse returns the stored rollout.
@@ -441,7 +451,10 @@ type UpdateRolloutRequest struct {
 	Rollout *Rollout `protobuf:"bytes,3,opt,name=rollout,proto3" json:"rollout,omitempty"`
 	// Fields to change: state, current_ring, percent_deployed, incident_id,
 	// audience, reason, schedule.
-	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,4,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,4,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	// Client idempotency key: a retry with the same request_id is applied once
+	// and answered with the stored result.
+	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -502,6 +515,13 @@ func (x *UpdateRolloutRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
 		return x.UpdateMask
 	}
 	return nil
+}
+
+func (x *UpdateRolloutRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 // UpdateRolloutResponse returns the stored rollout.
@@ -800,18 +820,22 @@ const file_phx_v1_rollout_proto_rawDesc = "" +
 	"created_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
 	"updated_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x16\n" +
-	"\x06reason\x18\x10 \x01(\tR\x06reason\"C\n" +
+	"\x06reason\x18\x10 \x01(\tR\x06reason\"b\n" +
 	"\x16AnnounceRolloutRequest\x12)\n" +
-	"\arollout\x18\x01 \x01(\v2\x0f.phx.v1.RolloutR\arollout\"D\n" +
+	"\arollout\x18\x01 \x01(\v2\x0f.phx.v1.RolloutR\arollout\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"D\n" +
 	"\x17AnnounceRolloutResponse\x12)\n" +
-	"\arollout\x18\x01 \x01(\v2\x0f.phx.v1.RolloutR\arollout\"\xca\x01\n" +
+	"\arollout\x18\x01 \x01(\v2\x0f.phx.v1.RolloutR\arollout\"\xe9\x01\n" +
 	"\x14UpdateRolloutRequest\x12\x1d\n" +
 	"\n" +
 	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12+\n" +
 	"\x11expected_revision\x18\x02 \x01(\x04R\x10expectedRevision\x12)\n" +
 	"\arollout\x18\x03 \x01(\v2\x0f.phx.v1.RolloutR\arollout\x12;\n" +
 	"\vupdate_mask\x18\x04 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
-	"updateMask\"B\n" +
+	"updateMask\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"B\n" +
 	"\x15UpdateRolloutResponse\x12)\n" +
 	"\arollout\x18\x01 \x01(\v2\x0f.phx.v1.RolloutR\arollout\"2\n" +
 	"\x11GetRolloutRequest\x12\x1d\n" +
