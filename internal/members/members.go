@@ -1,0 +1,141 @@
+// Package members reads and writes the hub's member registry: org id → role,
+// display name and the products a vendor owns (DESIGN.md section 4).
+package members
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+)
+
+// Role names as written in the registry file.
+const (
+	RoleVendor    = "vendor"
+	RolePlatform  = "platform"
+	RoleCERT      = "cert"
+	RoleResponder = "responder"
+	RoleOperator  = "operator"
+)
+
+// Roles lists every valid role.
+var Roles = []string{RoleVendor, RolePlatform, RoleCERT, RoleResponder, RoleOperator}
+
+// IDPattern is the pattern of org ids and product names.
+var IDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// Member is one org of the registry.
+type Member struct {
+	Org         string   `json:"org"`
+	Role        string   `json:"role"`
+	DisplayName string   `json:"display_name"`
+	Products    []string `json:"products,omitempty"`
+}
+
+// File is the registry file's content.
+type File struct {
+	// TrustDomain is the SPIFFE trust domain of member certificates.
+	TrustDomain string   `json:"trust_domain"`
+	Members     []Member `json:"members"`
+}
+
+// Registry is a validated, read-only view of a registry file.
+type Registry struct {
+	TrustDomain string
+	byOrg       map[string]Member
+	owner       map[string]string // product → org
+}
+
+// Parse validates a registry file's content.
+func Parse(data []byte) (*Registry, error) {
+	var f File
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("members: %w", err)
+	}
+	return New(f)
+}
+
+// New validates f and builds a Registry.
+func New(f File) (*Registry, error) {
+	if f.TrustDomain == "" {
+		return nil, fmt.Errorf("members: trust_domain is required")
+	}
+	r := &Registry{TrustDomain: f.TrustDomain, byOrg: map[string]Member{}, owner: map[string]string{}}
+	for i, m := range f.Members {
+		if !IDPattern.MatchString(m.Org) {
+			return nil, fmt.Errorf("members[%d].org: %q does not match %s", i, m.Org, IDPattern)
+		}
+		if !slices.Contains(Roles, m.Role) {
+			return nil, fmt.Errorf("members[%d].role: %q is not one of %v", i, m.Role, Roles)
+		}
+		if _, dup := r.byOrg[m.Org]; dup {
+			return nil, fmt.Errorf("members[%d].org: %q listed twice", i, m.Org)
+		}
+		for j, p := range m.Products {
+			if !IDPattern.MatchString(p) {
+				return nil, fmt.Errorf("members[%d].products[%d]: %q does not match %s", i, j, p, IDPattern)
+			}
+			if o, dup := r.owner[p]; dup {
+				return nil, fmt.Errorf("members[%d].products[%d]: %q is already owned by %q", i, j, p, o)
+			}
+			r.owner[p] = m.Org
+		}
+		if m.DisplayName == "" {
+			m.DisplayName = m.Org
+		}
+		r.byOrg[m.Org] = m
+	}
+	return r, nil
+}
+
+// Load reads and validates a registry file.
+func Load(path string) (*Registry, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	r, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return r, nil
+}
+
+// Lookup returns the member with the given org id.
+func (r *Registry) Lookup(org string) (Member, bool) {
+	m, ok := r.byOrg[org]
+	return m, ok
+}
+
+// Owner returns the org that owns product.
+func (r *Registry) Owner(product string) (string, bool) {
+	o, ok := r.owner[product]
+	return o, ok
+}
+
+// Owns reports whether org owns product.
+func (r *Registry) Owns(org, product string) bool {
+	o, ok := r.owner[product]
+	return ok && o == org
+}
+
+// Orgs returns every org id, sorted.
+func (r *Registry) Orgs() []string {
+	out := make([]string, 0, len(r.byOrg))
+	for o := range r.byOrg {
+		out = append(out, o)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Write writes f as indented JSON.
+func Write(path string, f File) error {
+	data, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(data, '\n'), 0o644)
+}

@@ -1,0 +1,315 @@
+// Package tlsutil creates certificate authorities and certificates for phx,
+// and builds TLS configurations (TLS 1.3 only) for the hub and its clients.
+package tlsutil
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// CA is a certificate authority that can sign certificates.
+type CA struct {
+	Cert    *x509.Certificate
+	CertPEM []byte
+	Key     crypto.Signer
+}
+
+// NewCA creates a self-signed ECDSA P-256 CA valid for the given duration.
+func NewCA(commonName string, validity time.Duration) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: commonName, Organization: []string{"phx"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(validity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, CertPEM: pemBlock("CERTIFICATE", der), Key: key}, nil
+}
+
+// LoadCA reads a CA certificate and its private key from PEM files.
+func LoadCA(certFile, keyFile string) (*CA, error) {
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load CA: %w", err)
+	}
+	signer, ok := pair.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("load CA: key cannot sign")
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, fmt.Errorf("load CA: %w", err)
+	}
+	if !cert.IsCA {
+		return nil, fmt.Errorf("load CA: %s is not a CA certificate", certFile)
+	}
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, CertPEM: certPEM, Key: signer}, nil
+}
+
+// Leaf describes a certificate to issue.
+type Leaf struct {
+	CommonName string
+	DNSNames   []string
+	IPs        []net.IP
+	URIs       []*url.URL
+	Server     bool // server auth usage
+	Client     bool // client auth usage
+	NotBefore  time.Time
+	NotAfter   time.Time
+}
+
+// Issue signs a new ECDSA P-256 certificate and returns certificate and key as PEM.
+func (ca *CA) Issue(l Leaf) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	if l.NotBefore.IsZero() {
+		l.NotBefore = time.Now().Add(-time.Hour)
+	}
+	if l.NotAfter.IsZero() {
+		l.NotAfter = time.Now().Add(365 * 24 * time.Hour)
+	}
+	var eku []x509.ExtKeyUsage
+	if l.Server {
+		eku = append(eku, x509.ExtKeyUsageServerAuth)
+	}
+	if l.Client {
+		eku = append(eku, x509.ExtKeyUsageClientAuth)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: l.CommonName},
+		NotBefore:    l.NotBefore,
+		NotAfter:     l.NotAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  eku,
+		DNSNames:     l.DNSNames,
+		IPAddresses:  l.IPs,
+		URIs:         l.URIs,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pemBlock("CERTIFICATE", der), pemBlock("PRIVATE KEY", keyDER), nil
+}
+
+// IssueClient signs a client certificate whose single URI SAN is spiffeID.
+func (ca *CA) IssueClient(spiffeID string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
+	u, err := url.Parse(spiffeID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("spiffe id: %w", err)
+	}
+	return ca.Issue(Leaf{CommonName: u.Path, URIs: []*url.URL{u}, Client: true, NotAfter: time.Now().Add(validity)})
+}
+
+// IssueServer signs a server certificate for the given host names and IPs.
+func (ca *CA) IssueServer(hosts []string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
+	l := Leaf{Server: true, Client: true, NotAfter: time.Now().Add(validity)}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			l.IPs = append(l.IPs, ip)
+		} else {
+			l.DNSNames = append(l.DNSNames, h)
+		}
+	}
+	if len(hosts) > 0 {
+		l.CommonName = hosts[0]
+	}
+	return ca.Issue(l)
+}
+
+// WritePair writes a certificate (0644) and key (0600) to files, creating directories.
+func WritePair(certFile, keyFile string, certPEM, keyPEM []byte) error {
+	if err := os.MkdirAll(filepath.Dir(certFile), 0o755); err != nil {
+		return err
+	}
+	if err := writeAtomic(certFile, certPEM, 0o644); err != nil {
+		return err
+	}
+	return writeAtomic(keyFile, keyPEM, 0o600)
+}
+
+func writeAtomic(name string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(name), ".tmp-"+filepath.Base(name))
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), name)
+}
+
+// CertPool reads a PEM bundle of CA certificates.
+func CertPool(file string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s: no PEM certificates", file)
+	}
+	return pool, nil
+}
+
+// Reloader serves a certificate and key from files and reloads them when the
+// files change, so certificates can be rotated without a restart.
+type Reloader struct {
+	certFile, keyFile string
+	mu                sync.Mutex
+	cert              *tls.Certificate
+	modCert, modKey   time.Time
+	checked           time.Time
+}
+
+// NewReloader loads the pair once and returns a Reloader.
+func NewReloader(certFile, keyFile string) (*Reloader, error) {
+	r := &Reloader{certFile: certFile, keyFile: keyFile}
+	if _, err := r.get(true); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Reloader) get(force bool) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !force && time.Since(r.checked) < time.Second {
+		return r.cert, nil
+	}
+	r.checked = time.Now()
+	sc, err1 := os.Stat(r.certFile)
+	sk, err2 := os.Stat(r.keyFile)
+	if err := errors.Join(err1, err2); err != nil {
+		if r.cert != nil {
+			return r.cert, nil // keep serving the last good pair
+		}
+		return nil, err
+	}
+	if r.cert != nil && sc.ModTime().Equal(r.modCert) && sk.ModTime().Equal(r.modKey) {
+		return r.cert, nil
+	}
+	pair, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	if err != nil {
+		if r.cert != nil {
+			return r.cert, nil
+		}
+		return nil, err
+	}
+	r.cert, r.modCert, r.modKey = &pair, sc.ModTime(), sk.ModTime()
+	return r.cert, nil
+}
+
+// GetCertificate implements tls.Config.GetCertificate.
+func (r *Reloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) { return r.get(false) }
+
+// GetClientCertificate implements tls.Config.GetClientCertificate.
+func (r *Reloader) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return r.get(false)
+}
+
+// ServerConfig returns a TLS 1.3 server configuration serving certFile/keyFile
+// (reloaded on change). Client certificates signed by clientCAFile are
+// verified when presented; the hub decides per call whether one is required,
+// because bearer-token callers connect without one.
+func ServerConfig(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
+	r, err := NewReloader(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("server certificate: %w", err)
+	}
+	pool, err := CertPool(clientCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("client CA: %w", err)
+	}
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		GetCertificate: r.GetCertificate,
+		ClientCAs:      pool,
+		ClientAuth:     tls.VerifyClientCertIfGiven,
+		NextProtos:     []string{"h2"},
+	}, nil
+}
+
+// ClientConfig returns a TLS 1.3 client configuration trusting caFile and,
+// when certFile is set, presenting that client certificate (reloaded on change).
+func ClientConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13}
+	if caFile != "" {
+		pool, err := CertPool(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("CA: %w", err)
+		}
+		cfg.RootCAs = pool
+	}
+	if certFile != "" || keyFile != "" {
+		r, err := NewReloader(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
+		cfg.GetClientCertificate = r.GetClientCertificate
+	}
+	return cfg, nil
+}
+
+func serial() *big.Int {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
+func pemBlock(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
