@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"sync/atomic"
 )
 
 // Role names as written in the registry file.
@@ -138,4 +139,52 @@ func Write(path string, f File) error {
 		return err
 	}
 	return os.WriteFile(path, append(data, '\n'), 0o644)
+}
+
+// Store holds the current registry and swaps it atomically on reload.
+type Store struct {
+	path string
+	cur  atomic.Pointer[Registry]
+	mod  atomic.Int64
+}
+
+// NewStore loads the registry file at path.
+func NewStore(path string) (*Store, error) {
+	s := &Store{path: path}
+	if _, err := s.Reload(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// StaticStore returns a Store that always holds r.
+func StaticStore(r *Registry) *Store {
+	s := &Store{}
+	s.cur.Store(r)
+	return s
+}
+
+// Get returns the current registry.
+func (s *Store) Get() *Registry { return s.cur.Load() }
+
+// Reload re-reads the file if it changed since the last load. A file that
+// fails to parse leaves the current registry in place and returns the error.
+func (s *Store) Reload() (changed bool, err error) {
+	if s.path == "" {
+		return false, nil
+	}
+	st, err := os.Stat(s.path)
+	if err != nil {
+		return false, err
+	}
+	if s.cur.Load() != nil && st.ModTime().UnixNano() == s.mod.Load() {
+		return false, nil
+	}
+	r, err := Load(s.path)
+	if err != nil {
+		return false, err
+	}
+	s.cur.Store(r)
+	s.mod.Store(st.ModTime().UnixNano())
+	return true, nil
 }

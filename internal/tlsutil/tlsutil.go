@@ -252,7 +252,9 @@ func (r *Reloader) get(force bool) (*tls.Certificate, error) {
 }
 
 // GetCertificate implements tls.Config.GetCertificate.
-func (r *Reloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) { return r.get(false) }
+func (r *Reloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return r.get(false)
+}
 
 // GetClientCertificate implements tls.Config.GetClientCertificate.
 func (r *Reloader) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
@@ -260,9 +262,10 @@ func (r *Reloader) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certi
 }
 
 // ServerConfig returns a TLS 1.3 server configuration serving certFile/keyFile
-// (reloaded on change). Client certificates signed by clientCAFile are
-// verified when presented; the hub decides per call whether one is required,
-// because bearer-token callers connect without one.
+// (reloaded on change). Client certificates are requested but verified
+// against clientCAFile by the hub per call (see ClientCAs), so a missing,
+// foreign or expired certificate gets a clear Unauthenticated status instead
+// of a failed handshake, and bearer-token callers can connect without one.
 func ServerConfig(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 	r, err := NewReloader(certFile, keyFile)
 	if err != nil {
@@ -276,7 +279,7 @@ func ServerConfig(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 		MinVersion:     tls.VersionTLS13,
 		GetCertificate: r.GetCertificate,
 		ClientCAs:      pool,
-		ClientAuth:     tls.VerifyClientCertIfGiven,
+		ClientAuth:     tls.RequestClientCert,
 		NextProtos:     []string{"h2"},
 	}, nil
 }

@@ -1,0 +1,309 @@
+// Package bus is the hub's use of NATS JetStream: the streams and subjects of
+// DESIGN.md section 7, batched asynchronous publishing with idempotency keys,
+// compare-and-set publishing of versioned items, and the merged feed that
+// Subscribe reads with its cursors.
+//
+// Subjects:
+//
+//	phx.v1.health.<publisher>.<product>      PHX_HEALTH     (short retention)
+//	phx.v1.rollout.<publisher>.<rollout-id>  PHX_ROLLOUTS   (every revision)
+//	phx.v1.incident.<reporter>.<incident-id> PHX_INCIDENTS  (every revision)
+//	phx.v1.advisory.<publisher>.<id>         PHX_ADVISORIES
+//	phx.v1.receipt.>                         PHX_RECEIPTS
+//	phx.v1.audit.>                           PHX_AUDIT
+//
+// The current state of a rollout or incident is the last message on its
+// subject; an update is published with the expected last subject sequence, so
+// the compare-and-set and the fan-out are one atomic write.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names.
+const (
+	StreamHealth     = "PHX_HEALTH"
+	StreamRollouts   = "PHX_ROLLOUTS"
+	StreamIncidents  = "PHX_INCIDENTS"
+	StreamAdvisories = "PHX_ADVISORIES"
+	StreamReceipts   = "PHX_RECEIPTS"
+	StreamAudit      = "PHX_AUDIT"
+)
+
+// Header names the hub sets on stored items.
+const (
+	HeaderRequestID = "Phx-Request-Id"
+	HeaderPublisher = "Phx-Publisher"
+)
+
+// Errors.
+var (
+	// ErrNotFound: no item with that key.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the compare-and-set expectation did not hold.
+	ErrConflict = errors.New("conflict: the item changed since it was read")
+)
+
+// Config sets retention and replication.
+type Config struct {
+	// Replicas per stream: 1 embedded, 3 on an external cluster.
+	Replicas int
+	// HealthMaxAge is how long health cells are kept (default 7 days).
+	HealthMaxAge time.Duration
+	// HealthDuplicateWindow is how long a signal_id is remembered for
+	// de-duplication (default 10 minutes).
+	HealthDuplicateWindow time.Duration
+	// ItemDuplicateWindow is how long request ids of rollouts and incidents
+	// are remembered (default 24 hours).
+	ItemDuplicateWindow time.Duration
+	// MaxPending bounds in-flight asynchronous publishes (default 4096).
+	MaxPending int
+}
+
+func (c *Config) defaults() {
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.HealthMaxAge <= 0 {
+		c.HealthMaxAge = 7 * 24 * time.Hour
+	}
+	if c.HealthDuplicateWindow <= 0 {
+		c.HealthDuplicateWindow = 10 * time.Minute
+	}
+	if c.ItemDuplicateWindow <= 0 {
+		c.ItemDuplicateWindow = 24 * time.Hour
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 4096
+	}
+}
+
+// Bus is the hub's handle on JetStream.
+type Bus struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	cfg     Config
+	streams map[string]jetstream.Stream
+}
+
+// New ensures the streams exist with the configured settings (created or
+// updated idempotently) and returns a Bus.
+func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
+	cfg.defaults()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxPending))
+	if err != nil {
+		return nil, err
+	}
+	b := &Bus{nc: nc, js: js, cfg: cfg, streams: map[string]jetstream.Stream{}}
+	for _, sc := range b.streamConfigs() {
+		s, err := js.CreateOrUpdateStream(ctx, sc)
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: %w", sc.Name, err)
+		}
+		b.streams[sc.Name] = s
+	}
+	return b, nil
+}
+
+func (b *Bus) streamConfigs() []jetstream.StreamConfig {
+	base := func(name, subj, desc string) jetstream.StreamConfig {
+		return jetstream.StreamConfig{
+			Name:        name,
+			Description: desc,
+			Subjects:    []string{subj},
+			Storage:     jetstream.FileStorage,
+			Replicas:    b.cfg.Replicas,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			Duplicates:  b.cfg.ItemDuplicateWindow,
+			// No direct get: current state is read with wildcard last_by_subj
+			// requests, which only the JSON API form supports.
+		}
+	}
+	health := base(StreamHealth, "phx.v1.health.>", "phx health cells")
+	health.MaxAge = b.cfg.HealthMaxAge
+	health.Duplicates = b.cfg.HealthDuplicateWindow
+	return []jetstream.StreamConfig{
+		health,
+		base(StreamRollouts, "phx.v1.rollout.>", "phx rollout revisions"),
+		base(StreamIncidents, "phx.v1.incident.>", "phx incident revisions"),
+		base(StreamAdvisories, "phx.v1.advisory.>", "phx hub advisories"),
+		base(StreamReceipts, "phx.v1.receipt.>", "phx delivery receipts"),
+		base(StreamAudit, "phx.v1.audit.>", "phx audit log"),
+	}
+}
+
+// JetStream exposes the JetStream context (for tests and tools).
+func (b *Bus) JetStream() jetstream.JetStream { return b.js }
+
+// Stream returns a stream handle by name.
+func (b *Bus) Stream(name string) jetstream.Stream { return b.streams[name] }
+
+// Message is one item to publish.
+type Message struct {
+	Subject string
+	// MsgID is the idempotency key (Nats-Msg-Id).
+	MsgID  string
+	Data   []byte
+	Header nats.Header
+}
+
+// PubResult is the outcome of publishing one Message.
+type PubResult struct {
+	// Seq is the stream sequence of the stored item (of the original one for
+	// a duplicate).
+	Seq       uint64
+	Duplicate bool
+	Err       error
+}
+
+// PublishBatch publishes messages asynchronously with a bounded window and
+// waits for every acknowledgement, so every accepted item is stored when it
+// returns. Results are in input order.
+func (b *Bus) PublishBatch(ctx context.Context, msgs []Message) []PubResult {
+	res := make([]PubResult, len(msgs))
+	futs := make([]jetstream.PubAckFuture, len(msgs))
+	for i, m := range msgs {
+		nm := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header}
+		var opts []jetstream.PublishOpt
+		if m.MsgID != "" {
+			opts = append(opts, jetstream.WithMsgID(m.MsgID))
+		}
+		opts = append(opts, jetstream.WithStallWait(5*time.Second))
+		f, err := b.js.PublishMsgAsync(nm, opts...)
+		if err != nil {
+			res[i].Err = err
+			continue
+		}
+		futs[i] = f
+	}
+	for i, f := range futs {
+		if f == nil {
+			continue
+		}
+		select {
+		case ack := <-f.Ok():
+			res[i] = PubResult{Seq: ack.Sequence, Duplicate: ack.Duplicate}
+		case err := <-f.Err():
+			res[i].Err = err
+		case <-ctx.Done():
+			res[i].Err = ctx.Err()
+		}
+	}
+	return res
+}
+
+// PublishExpect publishes one message with a compare-and-set expectation:
+// the last message on expectSubject (which may hold wildcards) must have
+// stream sequence expectSeq (0: no message yet). It returns ErrConflict when
+// the expectation fails.
+func (b *Bus) PublishExpect(ctx context.Context, m Message, expectSubject string, expectSeq uint64) (PubResult, error) {
+	nm := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header}
+	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequenceForSubject(expectSeq, expectSubject)}
+	if m.MsgID != "" {
+		opts = append(opts, jetstream.WithMsgID(m.MsgID))
+	}
+	ack, err := b.js.PublishMsg(ctx, nm, opts...)
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			return PubResult{}, ErrConflict
+		}
+		return PubResult{}, err
+	}
+	return PubResult{Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// StoredMsg is a message read back from a stream.
+type StoredMsg struct {
+	Subject string
+	Seq     uint64
+	Time    time.Time
+	Header  nats.Header
+	Data    []byte
+}
+
+// Last returns the last message on subject (wildcards allowed) of a stream.
+func (b *Bus) Last(ctx context.Context, stream, subject string) (*StoredMsg, error) {
+	m, err := b.streams[stream].GetLastMsgForSubject(ctx, subject)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil, ErrNotFound
+		}
+		return nil, err
+	}
+	return &StoredMsg{Subject: m.Subject, Seq: m.Sequence, Time: m.Time, Header: m.Header, Data: m.Data}, nil
+}
+
+// Get returns the message with stream sequence seq.
+func (b *Bus) Get(ctx context.Context, stream string, seq uint64) (*StoredMsg, error) {
+	m, err := b.streams[stream].GetMsg(ctx, seq)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil, ErrNotFound
+		}
+		return nil, err
+	}
+	return &StoredMsg{Subject: m.Subject, Seq: m.Sequence, Time: m.Time, Header: m.Header, Data: m.Data}, nil
+}
+
+// LastPerSubject calls fn with the last message of every subject matching
+// filter, in stream order. It reads a consistent snapshot taken at the start.
+func (b *Bus) LastPerSubject(ctx context.Context, stream, filter string, fn func(*StoredMsg) error) error {
+	s := b.streams[stream]
+	info, err := s.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter},
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+	})
+	if err != nil {
+		return err
+	}
+	ci, err := cons.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if ci.NumPending == 0 {
+		return nil
+	}
+	for {
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				return err
+			}
+			if err := fn(&StoredMsg{Subject: m.Subject(), Seq: md.Sequence.Stream, Time: md.Timestamp, Header: m.Headers(), Data: m.Data()}); err != nil {
+				return err
+			}
+			if md.NumPending == 0 {
+				return nil
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return err
+		}
+		if n == 0 {
+			return errors.New("listing stalled")
+		}
+	}
+}

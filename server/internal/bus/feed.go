@@ -1,0 +1,240 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+)
+
+// FeedStream identifies one of the streams a feed reads.
+type FeedStream int
+
+// The feed's streams, in cursor order.
+const (
+	FeedHealth FeedStream = iota
+	FeedRollouts
+	FeedIncidents
+	FeedAdvisories
+	NumFeeds
+)
+
+var (
+	feedStreamNames = [NumFeeds]string{StreamHealth, StreamRollouts, StreamIncidents, StreamAdvisories}
+	feedLetters     = [NumFeeds]byte{'h', 'r', 'i', 'a'}
+)
+
+// StreamName returns the JetStream stream of f.
+func (f FeedStream) StreamName() string { return feedStreamNames[f] }
+
+// ErrOutOfRange: a start position older than what is retained, or one that
+// this hub never handed out.
+var ErrOutOfRange = errors.New("out of range")
+
+// ErrBadCursor: the cursor is not in the hub's format.
+var ErrBadCursor = errors.New("malformed cursor")
+
+// Cursor is a feed position: for each stream, the last sequence delivered
+// (or passed over). Its text form is "h<seq>.r<seq>.i<seq>.a<seq>".
+type Cursor [NumFeeds]uint64
+
+// String returns the text form.
+func (c Cursor) String() string {
+	var sb strings.Builder
+	for i := range NumFeeds {
+		if i > 0 {
+			sb.WriteByte('.')
+		}
+		sb.WriteByte(feedLetters[i])
+		sb.WriteString(strconv.FormatUint(c[i], 10))
+	}
+	return sb.String()
+}
+
+// ItemCursor is the cursor form of a single stored item: its stream and
+// sequence, e.g. "h42".
+func ItemCursor(f FeedStream, seq uint64) string {
+	return string(feedLetters[f]) + strconv.FormatUint(seq, 10)
+}
+
+// ParseCursor parses a full or partial cursor. present reports which streams
+// it names; the others start at new items only.
+func ParseCursor(s string) (c Cursor, present [NumFeeds]bool, err error) {
+	if s == "" || len(s) > 128 {
+		return c, present, ErrBadCursor
+	}
+	for part := range strings.SplitSeq(s, ".") {
+		if len(part) < 2 {
+			return c, present, ErrBadCursor
+		}
+		idx := strings.IndexByte(string(feedLetters[:]), part[0])
+		if idx < 0 || present[idx] {
+			return c, present, ErrBadCursor
+		}
+		n, err := strconv.ParseUint(part[1:], 10, 64)
+		if err != nil {
+			return c, present, ErrBadCursor
+		}
+		c[idx], present[idx] = n, true
+	}
+	return c, present, nil
+}
+
+// StartKind is where a feed starts.
+type StartKind int
+
+// Start kinds.
+const (
+	StartNew StartKind = iota
+	StartCursor
+	StartTime
+	StartBeginning
+)
+
+// FeedRequest says which streams to read, with which subject filters, from
+// where.
+type FeedRequest struct {
+	Read    [NumFeeds]bool
+	Filters [NumFeeds][]string
+	Start   StartKind
+	Cursor  Cursor
+	Present [NumFeeds]bool
+	Since   time.Time
+}
+
+// ResolveStart turns the request's start into a concrete cursor, or
+// ErrOutOfRange when it points before what is retained (or past the end).
+func (b *Bus) ResolveStart(ctx context.Context, req FeedRequest) (Cursor, error) {
+	var c Cursor
+	for i := range NumFeeds {
+		info, err := b.streams[feedStreamNames[i]].Info(ctx)
+		if err != nil {
+			return c, err
+		}
+		st := info.State
+		first := st.FirstSeq
+		if first == 0 {
+			first = st.LastSeq + 1
+		}
+		switch req.Start {
+		case StartNew:
+			c[i] = st.LastSeq
+		case StartBeginning:
+			c[i] = first - 1
+		case StartCursor:
+			if !req.Present[i] {
+				c[i] = st.LastSeq
+				continue
+			}
+			s := req.Cursor[i]
+			if s > st.LastSeq {
+				return c, fmt.Errorf("%w: cursor position %s is ahead of the stream (last %d); it was not issued by this hub", ErrOutOfRange, ItemCursor(FeedStream(i), s), st.LastSeq)
+			}
+			if s+1 < first {
+				return c, fmt.Errorf("%w: cursor position %s is older than what is retained (oldest %d)", ErrOutOfRange, ItemCursor(FeedStream(i), s), first)
+			}
+			c[i] = s
+		case StartTime:
+			if st.Msgs == 0 {
+				c[i] = st.LastSeq
+				continue
+			}
+			if first > 1 && st.FirstTime.After(req.Since) {
+				return c, fmt.Errorf("%w: %s is older than what %s retains (oldest item from %s)", ErrOutOfRange,
+					req.Since.UTC().Format(time.RFC3339), feedStreamNames[i], st.FirstTime.UTC().Format(time.RFC3339))
+			}
+			seq, err := b.firstAtOrAfter(ctx, feedStreamNames[i], first, st.LastSeq, req.Since)
+			if err != nil {
+				return c, err
+			}
+			c[i] = seq - 1
+		}
+	}
+	return c, nil
+}
+
+// firstAtOrAfter finds the first sequence in [lo, hi] whose message time is
+// at or after t (hi+1 when none) by binary search.
+func (b *Bus) firstAtOrAfter(ctx context.Context, stream string, lo, hi uint64, t time.Time) (uint64, error) {
+	s := b.streams[stream]
+	end := hi + 1
+	for lo < end {
+		mid := lo + (end-lo)/2
+		m, err := s.GetMsg(ctx, mid, jetstream.WithGetMsgSubject(">"))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			end = mid
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if m.Time.Before(t) {
+			lo = m.Sequence + 1
+		} else {
+			end = mid
+		}
+	}
+	return lo, nil
+}
+
+// FeedMsg is one message of a feed.
+type FeedMsg struct {
+	Stream FeedStream
+	StoredMsg
+}
+
+// Feed reads the requested streams after start and sends their messages to
+// out, each stream in order, until ctx ends or a stream fails.
+func (b *Bus) Feed(ctx context.Context, req FeedRequest, start Cursor, out chan<- FeedMsg) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for i := range NumFeeds {
+		if !req.Read[i] {
+			continue
+		}
+		f := FeedStream(i)
+		cons, err := b.streams[feedStreamNames[i]].OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+			FilterSubjects: req.Filters[i],
+			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+			OptStartSeq:    start[i] + 1,
+		})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return pump(ctx, f, cons, out) })
+	}
+	return g.Wait()
+}
+
+func pump(ctx context.Context, f FeedStream, cons jetstream.Consumer, out chan<- FeedMsg) error {
+	it, err := cons.Messages()
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		fm := FeedMsg{Stream: f, StoredMsg: StoredMsg{Subject: m.Subject(), Seq: md.Sequence.Stream, Time: md.Timestamp, Header: m.Headers(), Data: m.Data()}}
+		select {
+		case out <- fm:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
