@@ -19,6 +19,7 @@ package bus
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"time"
@@ -306,4 +307,39 @@ func (b *Bus) LastPerSubject(ctx context.Context, stream, filter string, fn func
 			return errors.New("listing stalled")
 		}
 	}
+}
+
+// SecretsBucket is the KV bucket of the hub's shared secrets, so every hub
+// replica derives the same pseudonyms.
+const SecretsBucket = "phx_secrets"
+
+// Secret returns the hub-wide secret called name, creating a random 32-byte
+// one on first use. Concurrent first uses across replicas agree on one value.
+func (b *Bus) Secret(ctx context.Context, name string) ([]byte, error) {
+	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: SecretsBucket, Description: "phx hub secrets", Storage: jetstream.FileStorage, Replicas: b.cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("secrets bucket: %w", err)
+	}
+	if e, err := kv.Get(ctx, name); err == nil {
+		return e.Value(), nil
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, err
+	}
+	v := make([]byte, 32)
+	if _, err := rand.Read(v); err != nil {
+		return nil, err
+	}
+	if _, err := kv.Create(ctx, name, v); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			e, err := kv.Get(ctx, name)
+			if err != nil {
+				return nil, err
+			}
+			return e.Value(), nil
+		}
+		return nil, err
+	}
+	return v, nil
 }

@@ -1,0 +1,148 @@
+// Command phxd runs the phx hub.
+//
+//	go run ./server/cmd/phxd --dev
+//
+// Every flag has a PHXD_* environment equivalent (e.g. --nats-url and
+// PHXD_NATS_URL); a flag given on the command line wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/phx-exchange/phx/internal/pki"
+	"github.com/phx-exchange/phx/internal/version"
+	"github.com/phx-exchange/phx/server"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "phxd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("phxd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfg       server.Config
+		logLevel  string
+		logFormat string
+		showVer   bool
+	)
+	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: write a dev CA, hub and org certificates and a member registry under the data dir, and use them")
+	fs.StringVar(&cfg.DataDir, "data-dir", "phx-data", "data directory (embedded JetStream store, dev PKI)")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7443", "gRPC listen address")
+	fs.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS cluster URL(s), comma-separated; empty runs an embedded NATS server")
+	fs.IntVar(&cfg.NATSReplicas, "nats-replicas", 3, "stream replicas on an external NATS cluster")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "hub certificate (PEM)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "hub private key (PEM)")
+	fs.StringVar(&cfg.ClientCA, "client-ca", "", "CA bundle that signs member client certificates (PEM)")
+	fs.StringVar(&cfg.Members, "members", "", "member registry file (JSON; reloaded on change)")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9464)")
+	fs.DurationVar(&cfg.HealthRetention, "health-retention", 7*24*time.Hour, "how long health cells are kept")
+	fs.BoolVar(&cfg.SyncAlways, "sync-always", false, "fsync every write before acknowledging it (embedded NATS)")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	fs.BoolVar(&showVer, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: phxd [flags]\n\nRuns the phx hub. Every flag can also be set as PHXD_<NAME> (e.g. PHXD_NATS_URL).\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := applyEnv(fs); err != nil {
+		return err
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if showVer {
+		fmt.Fprintln(stderr, "phxd", version.String())
+		return nil
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(stderr, hopts)
+	if logFormat == "json" {
+		h = slog.NewJSONHandler(stderr, hopts)
+	}
+	cfg.Logger = slog.New(h)
+
+	srv, err := server.New(cfg)
+	if err != nil {
+		return err
+	}
+	if cfg.Dev {
+		go func() {
+			select {
+			case <-srv.Ready():
+				printDevHelp(stderr, cfg.DataDir, srv.Addr().String())
+			case <-ctx.Done():
+			}
+		}()
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			if err := srv.ReloadMembers(); err != nil {
+				cfg.Logger.Warn("reload members", "err", err)
+			}
+		}
+	}()
+	return srv.Run(ctx)
+}
+
+// applyEnv sets each flag from PHXD_<FLAG_NAME> if that variable is set;
+// command-line flags parsed afterwards override it.
+func applyEnv(fs *flag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "PHXD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok && err == nil {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", name, v, e)
+			}
+		}
+	})
+	return err
+}
+
+func printDevHelp(w io.Writer, dataDir, addr string) {
+	l := pki.Layout{DataDir: dataDir}
+	fmt.Fprintf(w, `
+phx hub (dev mode) listening on %s
+  CA:       %s
+  members:  %s
+  orgs:     contoso, fabrikam, northwind (vendors), microsoft (platform), national-cert (cert), operator
+
+Point the CLI at it, as any dev org:
+  go run ./client/cmd/phx --as contoso whoami
+  go run ./client/cmd/phx --as fabrikam watch
+
+or with the environment:
+  export PHX_HUB=%s PHX_CA=%s PHX_CERT=%s PHX_KEY=%s
+
+`, addr, l.CACert(), l.Members(), addr, l.CACert(), l.OrgCert("contoso"), l.OrgKey("contoso"))
+}

@@ -1,0 +1,239 @@
+// Package grpcapi implements the phx.v1 gRPC services: authentication and
+// authorization interceptors, request validation, and the mapping of domain
+// errors to status codes, which happens here and nowhere else.
+package grpcapi
+
+import (
+	"context"
+	"crypto/rand"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/phx-exchange/phx/internal/members"
+	"github.com/phx-exchange/phx/internal/version"
+	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
+	"github.com/phx-exchange/phx/server/internal/authn"
+	"github.com/phx-exchange/phx/server/internal/authz"
+	"github.com/phx-exchange/phx/server/internal/bus"
+	"github.com/phx-exchange/phx/server/internal/policy"
+)
+
+// Config wires the services to the hub's parts.
+type Config struct {
+	Bus           *bus.Bus
+	Registry      *members.Store
+	Authenticator *authn.Authenticator
+	Pseudonyms    *policy.Pseudonymizer
+	Metrics       *Metrics
+	Logger        *slog.Logger
+	// HealthMaxAge refuses cells older than the health stream keeps.
+	HealthMaxAge time.Duration
+	// Draining is closed when the hub starts shutting down; live streams end
+	// with Unavailable so clients resume elsewhere.
+	Draining <-chan struct{}
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// API is the set of phx.v1 services.
+type API struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns the services.
+func New(cfg Config) *API {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return &API{cfg: cfg, log: cfg.Logger}
+}
+
+// Register registers every phx.v1 service on s.
+func (a *API) Register(s grpc.ServiceRegistrar) {
+	phxv1.RegisterIdentityServiceServer(s, &identitySvc{a: a})
+	phxv1.RegisterHealthServiceServer(s, &healthSvc{a: a})
+	phxv1.RegisterRolloutServiceServer(s, &rolloutSvc{a: a})
+	phxv1.RegisterIncidentServiceServer(s, &incidentSvc{a: a})
+	phxv1.RegisterFeedServiceServer(s, &feedSvc{a: a})
+	phxv1.RegisterTokenServiceServer(s, &tokenSvc{})
+}
+
+func (a *API) authenticate(ctx context.Context, method string) (context.Context, error) {
+	if authz.Public[method] {
+		return ctx, nil
+	}
+	id, err := a.cfg.Authenticator.Authenticate(ctx)
+	if err != nil {
+		a.cfg.Metrics.authFailures.WithLabelValues(method).Inc()
+		a.log.Info("authentication failed", "method", method, "err", err)
+		return ctx, err
+	}
+	if _, err := authz.Authorize(method, id.Role); err != nil {
+		a.log.Info("authorization denied", "method", method, "org", id.Org, "role", id.Role, "err", err)
+		return ctx, err
+	}
+	return authn.NewContext(ctx, id), nil
+}
+
+// UnaryInterceptor authenticates and authorizes every call, recovers
+// panics, maps errors to status codes, and records metrics.
+func (a *API) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		start := time.Now()
+		defer func() {
+			if r := recover(); r != nil {
+				a.log.Error("panic in handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+				resp, err = nil, status.Error(codes.Internal, "internal error")
+			}
+			a.cfg.Metrics.observe(info.FullMethod, status.Code(err), time.Since(start))
+		}()
+		ctx, err = a.authenticate(ctx, info.FullMethod)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		resp, err = handler(ctx, req)
+		return resp, toStatus(err)
+	}
+}
+
+// StreamInterceptor is UnaryInterceptor for streams.
+func (a *API) StreamInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+		start := time.Now()
+		defer func() {
+			if r := recover(); r != nil {
+				a.log.Error("panic in stream handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+				err = status.Error(codes.Internal, "internal error")
+			}
+			a.cfg.Metrics.observe(info.FullMethod, status.Code(err), time.Since(start))
+		}()
+		ctx, err := a.authenticate(ss.Context(), info.FullMethod)
+		if err != nil {
+			return toStatus(err)
+		}
+		return toStatus(handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx}))
+	}
+}
+
+type wrappedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (w *wrappedStream) Context() context.Context { return w.ctx }
+
+func caller(ctx context.Context) *authn.Identity {
+	id, ok := authn.FromContext(ctx)
+	if !ok {
+		panic("grpcapi: handler called without an authenticated caller")
+	}
+	return id
+}
+
+func recipient(id *authn.Identity) policy.Recipient {
+	return policy.Recipient{Org: id.Org, OrgRole: id.Member.Role}
+}
+
+// present prepares a stored envelope for one recipient: it hides the
+// publisher behind its pseudonym where the policy says so.
+func (a *API) present(env *phxv1.Envelope, r policy.Recipient) *phxv1.Envelope {
+	if !env.GetAudience().GetPseudonymous() || policy.SeesRealPublisher(r, env.Publisher) {
+		return env
+	}
+	real := env.Publisher
+	p := a.cfg.Pseudonyms.Pseudonym(real)
+	env.Publisher = p
+	switch it := env.Item.(type) {
+	case *phxv1.Envelope_Rollout:
+		it.Rollout.Publisher = p
+	case *phxv1.Envelope_Incident:
+		it.Incident.Reporter = p
+		for _, post := range it.Incident.Posts {
+			if post.Author == real {
+				post.Author = p
+			}
+		}
+	}
+	return env
+}
+
+func decodeEnvelope(data []byte) (*phxv1.Envelope, error) {
+	env := &phxv1.Envelope{}
+	if err := proto.Unmarshal(data, env); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+func (a *API) now() *timestamppb.Timestamp { return timestamppb.New(a.cfg.Now()) }
+
+const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+func newIncidentID() string {
+	b := make([]byte, 10)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	for i := range b {
+		b[i] = crockford[int(b[i])%len(crockford)]
+	}
+	return "INC-" + string(b)
+}
+
+type identitySvc struct {
+	phxv1.UnimplementedIdentityServiceServer
+	a *API
+}
+
+func (s *identitySvc) WhoAmI(ctx context.Context, _ *phxv1.WhoAmIRequest) (*phxv1.WhoAmIResponse, error) {
+	id := caller(ctx)
+	method := phxv1.AuthMethod_AUTH_METHOD_MTLS
+	if id.Method == authn.MethodToken {
+		method = phxv1.AuthMethod_AUTH_METHOD_TOKEN
+	}
+	return &phxv1.WhoAmIResponse{
+		Org:                 id.Org,
+		Role:                roleProto(id.Role),
+		Workload:            id.Workload,
+		DisplayName:         id.Member.DisplayName,
+		Products:            id.Member.Products,
+		AuthMethod:          method,
+		CredentialExpiresAt: timestamppb.New(id.Expires),
+		SpiffeId:            id.SPIFFEID,
+		HubVersion:          version.String(),
+	}, nil
+}
+
+func roleProto(r string) phxv1.Role {
+	switch r {
+	case members.RoleVendor:
+		return phxv1.Role_ROLE_VENDOR
+	case members.RolePlatform:
+		return phxv1.Role_ROLE_PLATFORM
+	case members.RoleCERT:
+		return phxv1.Role_ROLE_CERT
+	case members.RoleResponder:
+		return phxv1.Role_ROLE_RESPONDER
+	case members.RoleOperator:
+		return phxv1.Role_ROLE_OPERATOR
+	}
+	return phxv1.Role_ROLE_UNSPECIFIED
+}
+
+type tokenSvc struct {
+	phxv1.UnimplementedTokenServiceServer
+}

@@ -1,0 +1,120 @@
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/phx-exchange/phx/server/internal/authn"
+	"github.com/phx-exchange/phx/server/internal/authz"
+	"github.com/phx-exchange/phx/server/internal/bus"
+	"github.com/phx-exchange/phx/server/internal/policy"
+)
+
+// fieldError is a refusal tied to one field of the request.
+type fieldError struct {
+	code  codes.Code
+	field string
+	msg   string
+}
+
+func (e *fieldError) Error() string {
+	if e.field == "" {
+		return e.msg
+	}
+	return e.field + ": " + e.msg
+}
+
+func invalid(field, format string, args ...any) *fieldError {
+	return &fieldError{code: codes.InvalidArgument, field: field, msg: fmt.Sprintf(format, args...)}
+}
+
+func denied(field, format string, args ...any) *fieldError {
+	return &fieldError{code: codes.PermissionDenied, field: field, msg: fmt.Sprintf(format, args...)}
+}
+
+func precondition(field, format string, args ...any) *fieldError {
+	return &fieldError{code: codes.FailedPrecondition, field: field, msg: fmt.Sprintf(format, args...)}
+}
+
+func exhausted(field, format string, args ...any) *fieldError {
+	return &fieldError{code: codes.ResourceExhausted, field: field, msg: fmt.Sprintf(format, args...)}
+}
+
+// prefix returns a copy of err (if it is a fieldError) with its field under p.
+func prefix(p string, err error) error {
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		f := p
+		if fe.field != "" {
+			f = p + "." + fe.field
+		}
+		return &fieldError{code: fe.code, field: f, msg: fe.msg}
+	}
+	return err
+}
+
+var (
+	errNotFound = errors.New("not found")
+	errExists   = errors.New("already exists")
+)
+
+// toStatus turns a domain error into a gRPC status. It is the only place
+// where errors become status codes.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		st := status.New(fe.code, fe.Error())
+		if fe.field != "" {
+			if d, derr := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: fe.field, Description: fe.msg}}}); derr == nil {
+				st = d
+			}
+		}
+		return st.Err()
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, authn.ErrUnauthenticated):
+		return status.Error(codes.Unauthenticated, err.Error())
+	case errors.Is(err, authn.ErrNotMember), errors.Is(err, authz.ErrDenied), errors.Is(err, policy.ErrWidened):
+		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, errNotFound), errors.Is(err, bus.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, errExists):
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, bus.ErrConflict):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, bus.ErrOutOfRange):
+		return status.Error(codes.OutOfRange, err.Error())
+	case errors.Is(err, bus.ErrBadCursor):
+		return toStatus(invalid("cursor", "%v", err))
+	case errors.Is(err, errShuttingDown):
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	return status.Error(codes.Unavailable, "hub storage unavailable: "+err.Error())
+}
+
+var errShuttingDown = errors.New("hub is shutting down; reconnect to resume")
+
+// itemError converts a per-item error of a batch.
+func itemError(err error) (code codes.Code, field, msg string) {
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		return fe.code, fe.field, fe.msg
+	}
+	st, _ := status.FromError(toStatus(err))
+	return st.Code(), "", st.Message()
+}

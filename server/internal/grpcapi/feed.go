@@ -1,0 +1,204 @@
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc"
+
+	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
+	"github.com/phx-exchange/phx/server/internal/bus"
+	"github.com/phx-exchange/phx/server/internal/policy"
+)
+
+type feedSvc struct {
+	phxv1.UnimplementedFeedServiceServer
+	a *API
+}
+
+var kindStream = map[phxv1.Kind]bus.FeedStream{
+	phxv1.Kind_KIND_HEALTH_SIGNAL: bus.FeedHealth,
+	phxv1.Kind_KIND_ROLLOUT:       bus.FeedRollouts,
+	phxv1.Kind_KIND_INCIDENT:      bus.FeedIncidents,
+	phxv1.Kind_KIND_ADVISORY:      bus.FeedAdvisories,
+}
+
+// feedFilter is what a subscriber asked to see.
+type feedFilter struct {
+	publishers  []string
+	products    []string
+	minSeverity phxv1.Severity
+}
+
+func (f feedFilter) match(env *phxv1.Envelope) bool {
+	if len(f.publishers) > 0 && !slices.Contains(f.publishers, env.Publisher) {
+		return false
+	}
+	if len(f.products) > 0 {
+		switch it := env.Item.(type) {
+		case *phxv1.Envelope_Incident:
+			if !slices.ContainsFunc(it.Incident.Affected, func(a *phxv1.Affected) bool { return slices.Contains(f.products, a.Product) }) {
+				return false
+			}
+		default:
+			if !slices.Contains(f.products, env.Product) {
+				return false
+			}
+		}
+	}
+	if f.minSeverity != phxv1.Severity_SEVERITY_UNSPECIFIED {
+		switch it := env.Item.(type) {
+		case *phxv1.Envelope_Incident:
+			return it.Incident.Severity >= f.minSeverity
+		case *phxv1.Envelope_Advisory:
+			return it.Advisory.Severity >= f.minSeverity
+		}
+	}
+	return true
+}
+
+// parseSubscribe validates the request and builds the bus request.
+func parseSubscribe(req *phxv1.SubscribeRequest) (bus.FeedRequest, feedFilter, time.Duration, error) {
+	var fr bus.FeedRequest
+	ff := feedFilter{publishers: req.Publishers, products: req.Products, minSeverity: req.MinSeverity}
+	for i, k := range req.Kinds {
+		st, ok := kindStream[k]
+		if !ok {
+			return fr, ff, 0, invalid(fmt.Sprintf("kinds[%d]", i), "%s is not a kind of item to subscribe to", k)
+		}
+		fr.Read[st] = true
+	}
+	if len(req.Kinds) == 0 {
+		for i := range bus.NumFeeds {
+			fr.Read[i] = true
+		}
+	}
+	if len(req.Publishers) > 100 || len(req.Products) > 100 {
+		return fr, ff, 0, invalid("publishers", "at most 100 publishers and 100 products")
+	}
+	for i, p := range req.Publishers {
+		if err := match(fmt.Sprintf("publishers[%d]", i), reID, p); err != nil {
+			return fr, ff, 0, err
+		}
+	}
+	for i, p := range req.Products {
+		if err := match(fmt.Sprintf("products[%d]", i), reID, p); err != nil {
+			return fr, ff, 0, err
+		}
+		// Health is the heavy stream: let JetStream filter it by product.
+		fr.Filters[bus.FeedHealth] = append(fr.Filters[bus.FeedHealth], "phx.v1.health.*."+p)
+	}
+	if _, ok := phxv1.Severity_name[int32(req.MinSeverity)]; !ok {
+		return fr, ff, 0, invalid("min_severity", "%d is not a severity", req.MinSeverity)
+	}
+	hb := 15 * time.Second
+	if req.HeartbeatSeconds != 0 {
+		if req.HeartbeatSeconds > 300 {
+			return fr, ff, 0, invalid("heartbeat_seconds", "%d is more than 300", req.HeartbeatSeconds)
+		}
+		hb = time.Duration(req.HeartbeatSeconds) * time.Second
+	}
+	switch st := req.Start.(type) {
+	case nil:
+		fr.Start = bus.StartNew
+	case *phxv1.SubscribeRequest_Cursor:
+		c, present, err := bus.ParseCursor(st.Cursor)
+		if err != nil {
+			return fr, ff, 0, invalid("cursor", "%q is not a cursor of this hub (e.g. h12.r3.i4.a0)", st.Cursor)
+		}
+		fr.Start, fr.Cursor, fr.Present = bus.StartCursor, c, present
+	case *phxv1.SubscribeRequest_Since:
+		if err := validTime("since", st.Since); err != nil {
+			return fr, ff, 0, err
+		}
+		fr.Start, fr.Since = bus.StartTime, st.Since.AsTime()
+	case *phxv1.SubscribeRequest_FromBeginning:
+		fr.Start = bus.StartBeginning
+		if !st.FromBeginning {
+			fr.Start = bus.StartNew
+		}
+	}
+	return fr, ff, hb, nil
+}
+
+func (s *feedSvc) Subscribe(req *phxv1.SubscribeRequest, stream grpc.ServerStreamingServer[phxv1.Envelope]) error {
+	ctx := stream.Context()
+	id := caller(ctx)
+	r := recipient(id)
+	fr, ff, hb, err := parseSubscribe(req)
+	if err != nil {
+		return err
+	}
+	cursor, err := s.a.cfg.Bus.ResolveStart(ctx, fr)
+	if err != nil {
+		return err
+	}
+	m := s.a.cfg.Metrics
+	m.subscribers.Inc()
+	defer m.subscribers.Dec()
+
+	ctx, cancel := context.WithCancel(ctx)
+	out := make(chan bus.FeedMsg, 256)
+	errc := make(chan error, 1)
+	go func() { errc <- s.a.cfg.Bus.Feed(ctx, fr, cursor, out) }()
+	defer func() {
+		cancel()
+		<-errc // the feed goroutine is owned here: wait for it to stop
+	}()
+
+	heartbeat := func() error {
+		return stream.Send(&phxv1.Envelope{Cursor: cursor.String(), Kind: phxv1.Kind_KIND_HEARTBEAT, PublishedAt: s.a.now()})
+	}
+	// The first heartbeat hands out the start position at once, so a client
+	// that drops before any item arrives resumes from here.
+	if err := heartbeat(); err != nil {
+		return err
+	}
+	timer := time.NewTimer(hb)
+	defer timer.Stop()
+	for {
+		select {
+		case fm := <-out:
+			cursor[fm.Stream] = fm.Seq
+			env, err := decodeEnvelope(fm.Data)
+			if err != nil {
+				s.a.log.Error("undecodable item in feed", "stream", fm.Stream.StreamName(), "seq", fm.Seq, "err", err)
+				continue
+			}
+			if !policy.Visible(r, env.Publisher, env.Audience) {
+				continue
+			}
+			env = s.a.present(env, r)
+			if !ff.match(env) {
+				continue
+			}
+			env.Cursor = cursor.String()
+			if err := stream.Send(env); err != nil {
+				return err
+			}
+			m.delivered.WithLabelValues(env.Kind.String()).Inc()
+			timer.Reset(hb)
+		case <-timer.C:
+			if err := heartbeat(); err != nil {
+				return err
+			}
+			timer.Reset(hb)
+		case err := <-errc:
+			errc <- err // for the deferred wait
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err == nil {
+				err = errors.New("feed ended")
+			}
+			return err
+		case <-s.a.cfg.Draining:
+			return errShuttingDown
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

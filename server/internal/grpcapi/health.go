@@ -1,0 +1,98 @@
+package grpcapi
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
+	"github.com/phx-exchange/phx/server/internal/bus"
+)
+
+type healthSvc struct {
+	phxv1.UnimplementedHealthServiceServer
+	a *API
+}
+
+// healthSubject is where a publisher's cells for a product go.
+func healthSubject(publisher, product string) string {
+	return "phx.v1.health." + publisher + "." + product
+}
+
+func (s *healthSvc) PublishSignals(ctx context.Context, req *phxv1.PublishSignalsRequest) (*phxv1.PublishSignalsResponse, error) {
+	id := caller(ctx)
+	n := len(req.GetSignals())
+	if n == 0 {
+		return nil, invalid("signals", "at least one signal is required")
+	}
+	if n > MaxBatch {
+		return nil, exhausted("signals", "%d signals in one call; at most %d (split the batch)", n, MaxBatch)
+	}
+	reg := s.a.cfg.Registry.Get()
+	now := s.a.cfg.Now()
+	published := s.a.now()
+	resp := &phxv1.PublishSignalsResponse{Results: make([]*phxv1.SignalResult, n)}
+	msgs := make([]bus.Message, 0, n)
+	idx := make([]int, 0, n)
+	reject := func(i int, err error) {
+		code, field, msg := itemError(err)
+		resp.Results[i].Outcome = phxv1.SignalOutcome_SIGNAL_OUTCOME_REJECTED
+		resp.Results[i].Error = &phxv1.ItemError{Code: int32(code), Field: field, Message: msg}
+	}
+	for i, sig := range req.Signals {
+		resp.Results[i] = &phxv1.SignalResult{Index: uint32(i), SignalId: sig.GetSignalId()}
+		if err := validateSignal(sig, now, s.a.cfg.HealthMaxAge, reg); err != nil {
+			reject(i, err)
+			continue
+		}
+		if !reg.Owns(id.Org, sig.Product) {
+			reject(i, denied("product", "%s does not own product %q", id.Org, sig.Product))
+			continue
+		}
+		env := &phxv1.Envelope{
+			MessageId:   id.Org + "/" + sig.SignalId,
+			Kind:        phxv1.Kind_KIND_HEALTH_SIGNAL,
+			Publisher:   id.Org,
+			PublishedAt: published,
+			Audience:    sig.Audience,
+			Product:     sig.Product,
+			Item:        &phxv1.Envelope_HealthSignal{HealthSignal: sig},
+		}
+		data, err := proto.Marshal(env)
+		if err != nil {
+			reject(i, fmt.Errorf("encode: %w", err))
+			continue
+		}
+		msgs = append(msgs, bus.Message{Subject: healthSubject(id.Org, sig.Product), MsgID: env.MessageId, Data: data})
+		idx = append(idx, i)
+	}
+	for j, r := range s.a.cfg.Bus.PublishBatch(ctx, msgs) {
+		i := idx[j]
+		switch {
+		case r.Err != nil:
+			reject(i, r.Err)
+		case r.Duplicate:
+			resp.Results[i].Outcome = phxv1.SignalOutcome_SIGNAL_OUTCOME_DUPLICATE
+			resp.Results[i].Cursor = bus.ItemCursor(bus.FeedHealth, r.Seq)
+		default:
+			resp.Results[i].Outcome = phxv1.SignalOutcome_SIGNAL_OUTCOME_ACCEPTED
+			resp.Results[i].Cursor = bus.ItemCursor(bus.FeedHealth, r.Seq)
+		}
+	}
+	for _, r := range resp.Results {
+		switch r.Outcome {
+		case phxv1.SignalOutcome_SIGNAL_OUTCOME_ACCEPTED:
+			resp.Accepted++
+		case phxv1.SignalOutcome_SIGNAL_OUTCOME_DUPLICATE:
+			resp.Duplicates++
+		default:
+			resp.Rejected++
+		}
+	}
+	m := s.a.cfg.Metrics.signals
+	m.WithLabelValues("accepted").Add(float64(resp.Accepted))
+	m.WithLabelValues("duplicate").Add(float64(resp.Duplicates))
+	m.WithLabelValues("rejected").Add(float64(resp.Rejected))
+	return resp, nil
+}

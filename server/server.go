@@ -1,0 +1,336 @@
+// Package server is the phx hub as a library: Config, New and Run(ctx).
+// It serves the phx.v1 gRPC services over TLS 1.3 with client certificates,
+// stores and fans out items through NATS JetStream (embedded by default, an
+// external cluster with NATSURL), and shuts down gracefully when ctx ends.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/phx-exchange/phx/internal/members"
+	"github.com/phx-exchange/phx/internal/pki"
+	"github.com/phx-exchange/phx/internal/tlsutil"
+	"github.com/phx-exchange/phx/server/internal/authn"
+	"github.com/phx-exchange/phx/server/internal/bus"
+	"github.com/phx-exchange/phx/server/internal/grpcapi"
+	"github.com/phx-exchange/phx/server/internal/natsembed"
+	"github.com/phx-exchange/phx/server/internal/policy"
+)
+
+// Config configures a hub.
+type Config struct {
+	// Dev writes (if missing) a dev CA, the hub's certificate, one client
+	// certificate per dev org and the dev member registry under DataDir, and
+	// uses them unless TLSCert/TLSKey/ClientCA/Members are set.
+	Dev bool
+	// DataDir holds the embedded JetStream store and, with Dev, the dev PKI.
+	DataDir string
+	// Listen is the gRPC address (default 127.0.0.1:7443).
+	Listen string
+	// NATSURL, if set, uses an external NATS cluster instead of the embedded
+	// server (streams with NATSReplicas replicas).
+	NATSURL string
+	// NATSReplicas per stream on an external cluster (default 3).
+	NATSReplicas int
+	// NATSOptions are extra options for the external connection (credentials, TLS).
+	NATSOptions []nats.Option
+	// TLSCert and TLSKey are the hub's certificate and key (reloaded on change).
+	TLSCert, TLSKey string
+	// ClientCA is the CA bundle that signs member certificates.
+	ClientCA string
+	// Members is the member registry file (reloaded on change).
+	Members string
+	// MetricsListen, if set, serves Prometheus metrics on /metrics.
+	MetricsListen string
+	// HealthRetention is how long health cells are kept (default 7 days).
+	HealthRetention time.Duration
+	// SyncAlways fsyncs every JetStream write before acknowledging it
+	// (embedded server only).
+	SyncAlways bool
+	// ShutdownTimeout bounds the graceful shutdown (default 10s).
+	ShutdownTimeout time.Duration
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Server is a hub.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	ready chan struct{}
+
+	mu   sync.Mutex
+	addr net.Addr
+	bus  *bus.Bus
+	reg  *members.Store
+}
+
+// New checks cfg and returns a Server; Run starts it.
+func New(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:7443"
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "phx-data"
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	if cfg.NATSReplicas <= 0 {
+		cfg.NATSReplicas = 3
+	}
+	if cfg.Dev {
+		l := pki.Layout{DataDir: cfg.DataDir}
+		cfg.TLSCert = or(cfg.TLSCert, l.HubCert())
+		cfg.TLSKey = or(cfg.TLSKey, l.HubKey())
+		cfg.ClientCA = or(cfg.ClientCA, l.CACert())
+		cfg.Members = or(cfg.Members, l.Members())
+	}
+	var missing []string
+	for name, v := range map[string]string{"tls-cert": cfg.TLSCert, "tls-key": cfg.TLSKey, "client-ca": cfg.ClientCA, "members": cfg.Members} {
+		if v == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("server: %v must be set (or use --dev)", missing)
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, ready: make(chan struct{})}, nil
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// Ready is closed once the hub takes calls.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Addr is the gRPC listen address, once Ready.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// ReloadMembers re-reads the member registry file now.
+func (s *Server) ReloadMembers() error {
+	s.mu.Lock()
+	reg := s.reg
+	s.mu.Unlock()
+	if reg == nil {
+		return errors.New("server not running")
+	}
+	changed, err := reg.Reload()
+	if changed {
+		s.log.Info("member registry reloaded", "orgs", len(reg.Get().Orgs()))
+	}
+	return err
+}
+
+// Run runs the hub until ctx ends, then shuts down gracefully: it stops
+// taking calls, ends live streams (clients resume by cursor), flushes NATS,
+// and stops the embedded server.
+func (s *Server) Run(ctx context.Context) error {
+	cfg := s.cfg
+	if cfg.Dev {
+		created, err := pki.InitDev(cfg.DataDir)
+		if err != nil {
+			return fmt.Errorf("dev PKI: %w", err)
+		}
+		for _, f := range created {
+			s.log.Info("wrote dev file", "file", f)
+		}
+	}
+	reg, err := members.NewStore(cfg.Members)
+	if err != nil {
+		return fmt.Errorf("members: %w", err)
+	}
+	tlsCfg, err := tlsutil.ServerConfig(cfg.TLSCert, cfg.TLSKey, cfg.ClientCA)
+	if err != nil {
+		return err
+	}
+
+	// NATS: embedded (in-process) or external.
+	var (
+		nc       *nats.Conn
+		embedded *natsembed.Server
+		replicas = 1
+	)
+	if cfg.NATSURL == "" {
+		storeDir := filepath.Join(cfg.DataDir, "jetstream")
+		if err := os.MkdirAll(storeDir, 0o755); err != nil {
+			return err
+		}
+		embedded, err = natsembed.Start(ctx, natsembed.Config{StoreDir: storeDir, SyncAlways: cfg.SyncAlways, Logger: s.log})
+		if err != nil {
+			return err
+		}
+		defer embedded.Shutdown()
+		nc, err = embedded.Connect()
+	} else {
+		replicas = cfg.NATSReplicas
+		opts := append([]nats.Option{nats.Name("phxd"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false)}, cfg.NATSOptions...)
+		nc, err = nats.Connect(cfg.NATSURL, opts...)
+	}
+	if err != nil {
+		return fmt.Errorf("nats: %w", err)
+	}
+	defer nc.Close()
+	b, err := bus.New(ctx, nc, bus.Config{Replicas: replicas, HealthMaxAge: cfg.HealthRetention})
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	secret, err := b.Secret(ctx, "pseudonym-hmac")
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.bus, s.reg = b, reg
+	s.mu.Unlock()
+
+	roots, err := tlsutil.CertPool(cfg.ClientCA)
+	if err != nil {
+		return err
+	}
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	draining := make(chan struct{})
+	api := grpcapi.New(grpcapi.Config{
+		Bus:           b,
+		Registry:      reg,
+		Authenticator: authn.New(roots, reg),
+		Pseudonyms:    policy.NewPseudonymizer(secret),
+		Metrics:       grpcapi.NewMetrics(promReg),
+		Logger:        s.log,
+		HealthMaxAge:  cfg.HealthRetention,
+		Draining:      draining,
+	})
+	gs := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.ChainUnaryInterceptor(api.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(api.StreamInterceptor()),
+		grpc.MaxRecvMsgSize(16<<20),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+	api.Register(gs)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.addr = lis.Addr()
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 2)
+	wg.Go(func() {
+		if err := gs.Serve(lis); err != nil {
+			serveErr <- fmt.Errorf("grpc: %w", err)
+		}
+	})
+	var metricsSrv *http.Server
+	if cfg.MetricsListen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
+		mlis, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			gs.Stop()
+			wg.Wait()
+			return err
+		}
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		wg.Go(func() {
+			if err := metricsSrv.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("metrics: %w", err)
+			}
+		})
+		s.log.Info("metrics", "listen", mlis.Addr().String())
+	}
+	// Reload the member registry when its file changes.
+	reloadCtx, stopReload := context.WithCancel(ctx)
+	wg.Go(func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-reloadCtx.Done():
+				return
+			case <-t.C:
+				if err := s.ReloadMembers(); err != nil {
+					s.log.Warn("member registry not reloaded", "err", err)
+				}
+			}
+		}
+	})
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	mode := "embedded"
+	if cfg.NATSURL != "" {
+		mode = "external " + cfg.NATSURL
+	}
+	s.log.Info("phxd ready", "listen", lis.Addr().String(), "nats", mode, "data_dir", cfg.DataDir)
+	close(s.ready)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-serveErr:
+	}
+
+	// Graceful shutdown.
+	s.log.Info("shutting down")
+	hs.Shutdown()
+	close(draining)
+	stopReload()
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(cfg.ShutdownTimeout):
+		s.log.Warn("graceful stop timed out; closing remaining calls")
+		gs.Stop()
+		<-done
+	}
+	if metricsSrv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		_ = metricsSrv.Shutdown(sctx)
+		cancel()
+	}
+	wg.Wait()
+	if err := nc.FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		s.log.Warn("nats flush", "err", err)
+	}
+	nc.Close()
+	s.log.Info("stopped")
+	return runErr
+}
