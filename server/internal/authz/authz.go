@@ -56,9 +56,9 @@ var Table = map[string][]string{
 
 // Public methods need no credentials at all.
 var Public = map[string]bool{
-	"/grpc.health.v1.Health/Check":    true,
-	"/grpc.health.v1.Health/Watch":    true,
-	"/grpc.health.v1.Health/List":     true,
+	"/grpc.health.v1.Health/Check":                                   true,
+	"/grpc.health.v1.Health/Watch":                                   true,
+	"/grpc.health.v1.Health/List":                                    true,
 	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      true,
 	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": true,
 }

@@ -20,8 +20,10 @@ type versioned struct {
 	kind   string // subject token: "rollout" or "incident"
 }
 
-func (v versioned) subject(owner, id string) string { return "phx.v1." + v.kind + "." + owner + "." + id }
-func (v versioned) anyOwner(id string) string     { return "phx.v1." + v.kind + ".*." + id }
+func (v versioned) subject(owner, id string) string {
+	return "phx.v1." + v.kind + "." + owner + "." + id
+}
+func (v versioned) anyOwner(id string) string { return "phx.v1." + v.kind + ".*." + id }
 
 type current struct {
 	env *phxv1.Envelope
