@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
@@ -70,6 +71,18 @@ func New(target string, opts ...Option) (*Client, error) {
 	dial := []grpc.DialOption{
 		grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
 		grpc.WithUserAgent("phx-sdk-go/" + version.String()),
+		// Reconnect on the retry policy's schedule rather than gRPC's
+		// default (up to two minutes), so a restarted hub is found again
+		// within maxBackoff.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  o.retry.initial,
+				Multiplier: 1.6,
+				Jitter:     0.2,
+				MaxDelay:   o.retry.max,
+			},
+			MinConnectTimeout: 10 * time.Second,
+		}),
 	}
 	if o.token != "" {
 		dial = append(dial, grpc.WithPerRPCCredentials(tokenCreds(o.token)))

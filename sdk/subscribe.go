@@ -39,6 +39,7 @@ type Subscription struct {
 	watchdog *time.Timer
 	stalled  *atomic.Bool
 	failures int
+	pending  *phxv1.Envelope // an item that arrived while Subscribe waited
 
 	mu        sync.Mutex
 	cursor    string
@@ -47,10 +48,15 @@ type Subscription struct {
 }
 
 // Subscribe starts a feed of the items the caller may see that match req's
-// filters, from req's start position (unset: new items only). The returned
-// Subscription resumes by itself after Unavailable errors and broken
+// filters, from req's start position (unset: new items only). It returns
+// once the hub has accepted the subscription and sent its first envelope
+// (the hub sends a heartbeat at once), so an item published after Subscribe
+// returns is delivered even when starting with new items only.
+//
+// The Subscription resumes by itself after Unavailable errors and broken
 // connections, with backoff and without limit, until ctx ends or Close is
-// called. It gives up on errors that a new attempt cannot fix, such as
+// called; while the hub cannot be reached, Subscribe itself keeps trying.
+// It gives up on errors that a new attempt cannot fix, such as
 // ErrOutOfRange (the cursor is older than the hub retains),
 // ErrPermissionDenied, ErrInvalidArgument or ErrUnauthenticated; those are
 // returned by Subscribe or by Recv.
@@ -76,14 +82,13 @@ func (c *Client) Subscribe(ctx context.Context, req *phxv1.SubscribeRequest) (*S
 		idle:   2*hb + 10*time.Second,
 		cursor: req.GetCursor(),
 	}
-	if err := s.open(); err != nil {
-		if !s.resumable(err) || sctx.Err() != nil {
-			stop()
-			return nil, toError(err)
-		}
-		// Recv will try again with backoff.
-		c.log.Warn("phx: subscribe failed; retrying", "hub", c.target, "err", err)
-		s.failures = 1
+	first, err := s.recvAny()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	if first.GetKind() != phxv1.Kind_KIND_HEARTBEAT {
+		s.pending = first
 	}
 	return s, nil
 }
@@ -148,6 +153,24 @@ func (s *Subscription) resumable(err error) bool {
 // as needed, until an item arrives, an error that resuming cannot fix
 // occurs, the context given to Subscribe ends, or Close is called.
 func (s *Subscription) Recv() (*phxv1.Envelope, error) {
+	if p := s.pending; p != nil {
+		s.pending = nil
+		return p, nil
+	}
+	for {
+		env, err := s.recvAny()
+		if err != nil {
+			return nil, err
+		}
+		if env.GetKind() != phxv1.Kind_KIND_HEARTBEAT {
+			return env, nil
+		}
+	}
+}
+
+// recvAny returns the next envelope, heartbeats included, opening the
+// stream again as long as the error allows.
+func (s *Subscription) recvAny() (*phxv1.Envelope, error) {
 	for {
 		if s.ctx.Err() != nil {
 			return nil, s.doneErr()
@@ -161,15 +184,15 @@ func (s *Subscription) Recv() (*phxv1.Envelope, error) {
 					return nil, s.failErr(err)
 				}
 				s.failures++
-				s.c.log.Warn("phx: resubscribe failed", "hub", s.c.target, "cursor", s.Cursor(), "err", err)
+				s.c.log.Warn("phx: subscribe failed; retrying", "hub", s.c.target, "cursor", s.Cursor(), "err", err)
 				continue
-			}
-			if s.failures > 0 {
-				s.c.log.Info("phx: feed resumed", "hub", s.c.target, "cursor", s.Cursor())
 			}
 		}
 		env, err := s.stream.Recv()
 		if err == nil {
+			if s.failures > 0 {
+				s.c.log.Info("phx: feed resumed", "hub", s.c.target, "cursor", s.Cursor())
+			}
 			s.failures = 0
 			s.streamMu.Lock()
 			s.watchdog.Reset(s.idle)
@@ -180,9 +203,6 @@ func (s *Subscription) Recv() (*phxv1.Envelope, error) {
 			}
 			s.lastHeard = time.Now()
 			s.mu.Unlock()
-			if env.GetKind() == phxv1.Kind_KIND_HEARTBEAT {
-				continue
-			}
 			return env, nil
 		}
 		resume := s.resumable(err)
