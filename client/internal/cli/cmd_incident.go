@@ -14,7 +14,7 @@ import (
 func incidentReportCmd() *command {
 	return &command{
 		name:    "report",
-		args:    "--file F | --title T --severity S --tlp T [flags]",
+		args:    "--file F | --title T --product P --severity S --tlp T [flags]",
 		summary: "report a new incident or advisory",
 		long:    "From an Incident in protojson (--file) or from flags; flags given with --file override its fields.",
 		setup: func(fs *flag.FlagSet) runFunc {
@@ -40,7 +40,7 @@ func incidentReportCmd() *command {
 						return err
 					}
 				} else {
-					for _, f := range []string{"title", "severity", "tlp"} {
+					for _, f := range []string{"title", "severity", "product", "tlp"} {
 						if !set[f] {
 							return e.usagef("--%s is required (or --file)", f)
 						}
@@ -91,7 +91,7 @@ func incidentReportCmd() *command {
 }
 
 // setIncidentEnums sets severity, status and classification from the flags
-// that were given, and returns the update mask paths they make.
+// that were given.
 func setIncidentEnums(e *env, set map[string]bool, inc *phxv1.Incident, severity, status, classification string) error {
 	if set["severity"] {
 		v, err := parseSeverity(severity)

@@ -42,7 +42,7 @@ func TestUsageAndFlagErrors(t *testing.T) {
 		{name: "bad ring", args: []string{"rollout", "announce", "--id", "r", "--product", "p", "--version", "1", "--tlp", "green", "--ring", "outer"}, code: 2, errText: "--ring: unknown value"},
 		{name: "bad tlp", args: []string{"rollout", "announce", "--id", "r", "--product", "p", "--version", "1", "--tlp", "purple"}, code: 2, errText: "--tlp: unknown value"},
 		{name: "report needs severity", args: []string{"incident", "report", "--title", "t", "--tlp", "amber"}, code: 2, errText: "--severity is required"},
-		{name: "bad severity", args: []string{"incident", "report", "--title", "t", "--tlp", "amber", "--severity", "meh"}, code: 2, errText: "--severity: unknown value"},
+		{name: "bad severity", args: []string{"incident", "report", "--title", "t", "--product", "p", "--tlp", "amber", "--severity", "meh"}, code: 2, errText: "--severity: unknown value"},
 		{name: "incident update orgs without tlp", args: []string{"incident", "update", "INC-1", "--revision", "1", "--orgs", "a"}, code: 2, errText: "--orgs needs --tlp"},
 		{name: "incident list bad status", args: []string{"incident", "list", "--status", "closed"}, code: 2, errText: "--status: unknown value"},
 		{name: "publish needs file", args: []string{"signal", "publish"}, code: 2, errText: "--file is required"},
