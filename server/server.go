@@ -102,6 +102,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.NATSReplicas <= 0 {
 		cfg.NATSReplicas = 3
 	}
+	if cfg.HealthRetention <= 0 {
+		// The same default as the bus's, so that publishing refuses the
+		// cells the stream would not keep.
+		cfg.HealthRetention = 7 * 24 * time.Hour
+	}
 	if cfg.Dev {
 		l := pki.Layout{DataDir: cfg.DataDir}
 		cfg.TLSCert = or(cfg.TLSCert, l.HubCert())
