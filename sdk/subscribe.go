@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -184,7 +185,12 @@ func (s *Subscription) recvAny() (*phxv1.Envelope, error) {
 					return nil, s.failErr(err)
 				}
 				s.failures++
-				s.c.log.Warn("phx: subscribe failed; retrying", "hub", s.c.target, "cursor", s.Cursor(), "err", err)
+				// Say it once per outage; the rest is detail.
+				level := slog.LevelWarn
+				if s.failures > 1 {
+					level = slog.LevelDebug
+				}
+				s.c.log.Log(s.ctx, level, "phx: subscribe failed; retrying", "hub", s.c.target, "cursor", s.Cursor(), "err", err)
 				continue
 			}
 		}

@@ -15,7 +15,7 @@ import (
 func rolloutAnnounceCmd() *command {
 	return &command{
 		name:    "announce",
-		args:    "--file F | --id ID --product P --version V --tlp T [flags]",
+		args:    "--file F | --id ID --product P --version V --ring R --tlp T [flags]",
 		summary: "announce a new rollout",
 		long:    "From a Rollout in protojson (--file) or from flags; flags given with --file override its fields.",
 		setup: func(fs *flag.FlagSet) runFunc {
@@ -41,7 +41,7 @@ func rolloutAnnounceCmd() *command {
 						return err
 					}
 				} else {
-					for _, f := range []string{"id", "product", "version", "tlp"} {
+					for _, f := range []string{"id", "product", "version", "ring", "tlp"} {
 						if !set[f] {
 							return e.usagef("--%s is required (or --file)", f)
 						}
