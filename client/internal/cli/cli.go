@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -189,7 +190,34 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if rest[0] == "help" {
 		return help(e, fs, cmds, rest[1:])
 	}
-	return dispatch(ctx, e, cmds, "", rest)
+	return explain(dispatch(ctx, e, cmds, "", rest), e.g.hub)
+}
+
+// transportError matches gRPC's wording of a failed connection.
+var transportError = regexp.MustCompile(`connection error: desc = "transport: (?:Error while dialing: )?(.*)"`)
+
+// hubError is an SDK error that happened before the hub could answer,
+// described in terms of the hub address.
+type hubError struct {
+	msg string
+	err error
+}
+
+func (e *hubError) Error() string { return e.msg }
+func (e *hubError) Unwrap() error { return e.err }
+
+// explain rewrites gRPC's transport wording of an error ("connection error:
+// desc = "transport: Error while dialing: ...") into one that names the hub.
+func explain(err error, hub string) error {
+	var se *sdk.Error
+	if !errors.As(err, &se) || !transportError.MatchString(err.Error()) {
+		return err
+	}
+	msg := transportError.ReplaceAllStringFunc(err.Error(), func(m string) string {
+		inner := transportError.FindStringSubmatch(m)[1]
+		return "cannot reach the hub at " + hub + ": " + strings.ReplaceAll(inner, `\"`, `"`)
+	})
+	return &hubError{msg: msg, err: err}
 }
 
 func find(cmds []*command, name string) *command {

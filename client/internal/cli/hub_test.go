@@ -85,7 +85,7 @@ func TestEnvironmentAndFlags(t *testing.T) {
 	}
 	// A hub that is not there: one line, unavailable.
 	_, _, err = phx(t, "--hub", "127.0.0.1:1", "--as", "contoso", "--timeout", "3s", "whoami")
-	if !errors.Is(err, sdk.ErrUnavailable) && !errors.Is(err, sdk.ErrDeadlineExceeded) {
+	if !errors.Is(err, sdk.ErrUnavailable) && !errors.Is(err, sdk.ErrDeadlineExceeded) || !strings.Contains(err.Error(), "cannot reach the hub at 127.0.0.1:1: dial tcp") {
 		t.Errorf("no hub: %v", err)
 	}
 }

@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"errors"
 	"flag"
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/phx-exchange/phx/sdk"
 )
 
 func TestUsageAndFlagErrors(t *testing.T) {
@@ -128,4 +131,31 @@ func newTestFlagSet() *flag.FlagSet {
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	return fs
+}
+
+func TestExplain(t *testing.T) {
+	tests := []struct {
+		in   error
+		want string
+	}{
+		{&sdk.Error{Code: sdk.CodeUnavailable, Message: `connection error: desc = "transport: Error while dialing: dial tcp 10.0.0.1:7443: connect: connection refused"`},
+			"unavailable: cannot reach the hub at hub:7443: dial tcp 10.0.0.1:7443: connect: connection refused"},
+		{&sdk.Error{Code: sdk.CodeUnavailable, Message: `connection error: desc = "transport: authentication handshake failed: tls: bad certificate (\"x\")"`},
+			`unavailable: cannot reach the hub at hub:7443: authentication handshake failed: tls: bad certificate ("x")`},
+		{&sdk.Error{Code: sdk.CodeUnavailable, Message: "hub is shutting down"}, "unavailable: hub is shutting down"},
+		{&sdk.Error{Code: sdk.CodeNotFound, Message: "nope"}, "not found: nope"},
+		{errors.New(`connection error: desc = "transport: x"`), `connection error: desc = "transport: x"`},
+	}
+	for _, tt := range tests {
+		got := explain(tt.in, "hub:7443")
+		if got.Error() != tt.want {
+			t.Errorf("explain(%v) = %q, want %q", tt.in, got, tt.want)
+		}
+		if !errors.Is(got, tt.in) {
+			t.Errorf("explain(%v) lost the error", tt.in)
+		}
+	}
+	if explain(nil, "h") != nil {
+		t.Error("explain(nil) != nil")
+	}
 }
