@@ -32,8 +32,9 @@ type FeedServiceClient interface {
 	// position. Every envelope carries a cursor; subscribing again with the
 	// last cursor received resumes with nothing missed and nothing repeated.
 	// A cursor older than what the hub retains fails with OutOfRange.
-	// While no item flows, the hub sends KIND_HEARTBEAT envelopes (cursor and
-	// time only) so clients can tell a quiet feed from a dead connection.
+	// The first envelope of every stream is a KIND_HEARTBEAT (cursor and time
+	// only) carrying the start position, sent at once; while no item flows the
+	// hub sends more, so clients can tell a quiet feed from a dead connection.
 	//
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
@@ -77,8 +78,9 @@ type FeedServiceServer interface {
 	// position. Every envelope carries a cursor; subscribing again with the
 	// last cursor received resumes with nothing missed and nothing repeated.
 	// A cursor older than what the hub retains fails with OutOfRange.
-	// While no item flows, the hub sends KIND_HEARTBEAT envelopes (cursor and
-	// time only) so clients can tell a quiet feed from a dead connection.
+	// The first envelope of every stream is a KIND_HEARTBEAT (cursor and time
+	// only) carrying the start position, sent at once; while no item flows the
+	// hub sends more, so clients can tell a quiet feed from a dead connection.
 	//
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
