@@ -78,6 +78,11 @@ func (c *Config) defaults() {
 	if c.HealthDuplicateWindow <= 0 {
 		c.HealthDuplicateWindow = 10 * time.Minute
 	}
+	if c.HealthDuplicateWindow > c.HealthMaxAge {
+		// JetStream refuses a duplicate window longer than the stream's
+		// max age; a cell cannot be a duplicate of one no longer kept.
+		c.HealthDuplicateWindow = c.HealthMaxAge
+	}
 	if c.ItemDuplicateWindow <= 0 {
 		c.ItemDuplicateWindow = 24 * time.Hour
 	}
