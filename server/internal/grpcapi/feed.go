@@ -76,8 +76,11 @@ func parseSubscribe(req *phxv1.SubscribeRequest) (bus.FeedRequest, feedFilter, t
 			fr.Read[i] = true
 		}
 	}
-	if len(req.Publishers) > 100 || len(req.Products) > 100 {
-		return fr, ff, 0, invalid("publishers", "at most 100 publishers and 100 products")
+	if len(req.Publishers) > 100 {
+		return fr, ff, 0, invalid("publishers", "%d publishers; at most 100", len(req.Publishers))
+	}
+	if len(req.Products) > 100 {
+		return fr, ff, 0, invalid("products", "%d products; at most 100", len(req.Products))
 	}
 	for i, p := range req.Publishers {
 		if err := match(fmt.Sprintf("publishers[%d]", i), reID, p); err != nil {
