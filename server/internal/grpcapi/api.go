@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -157,6 +158,10 @@ func (a *API) present(env *phxv1.Envelope, r policy.Recipient) *phxv1.Envelope {
 	real := env.Publisher
 	p := a.cfg.Pseudonyms.Pseudonym(real)
 	env.Publisher = p
+	// Health cells' message ids are "<publisher>/<signal_id>".
+	if rest, ok := strings.CutPrefix(env.MessageId, real+"/"); ok {
+		env.MessageId = p + "/" + rest
+	}
 	switch it := env.Item.(type) {
 	case *phxv1.Envelope_Rollout:
 		it.Rollout.Publisher = p
