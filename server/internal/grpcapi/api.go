@@ -145,6 +145,12 @@ func caller(ctx context.Context) *authn.Identity {
 	return id
 }
 
+// roleOf returns an org's role in the current member registry.
+func (a *API) roleOf(org string) string {
+	m, _ := a.cfg.Registry.Get().Lookup(org)
+	return m.Role
+}
+
 func recipient(id *authn.Identity) policy.Recipient {
 	return policy.Recipient{Org: id.Org, OrgRole: id.Member.Role}
 }

@@ -164,7 +164,7 @@ func (s *incidentSvc) UpdateIncident(ctx context.Context, req *phxv1.UpdateIncid
 			if in.Audience == nil {
 				return nil, invalid("incident.audience", "is required when named in update_mask")
 			}
-			if err := policy.CheckNarrowing(cur.Audience, in.Audience); err != nil {
+			if err := policy.CheckNarrowing(cur.Audience, in.Audience, s.a.roleOf); err != nil {
 				return nil, denied("incident.audience", "%v", err)
 			}
 			next.Audience = in.Audience

@@ -135,7 +135,7 @@ func (s *rolloutSvc) UpdateRollout(ctx context.Context, req *phxv1.UpdateRollout
 			if in.Audience == nil {
 				return nil, invalid("rollout.audience", "is required when named in update_mask")
 			}
-			if err := policy.CheckNarrowing(cur.Audience, in.Audience); err != nil {
+			if err := policy.CheckNarrowing(cur.Audience, in.Audience, s.a.roleOf); err != nil {
 				return nil, denied("rollout.audience", "%v", err)
 			}
 			next.Audience = in.Audience

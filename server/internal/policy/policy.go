@@ -61,8 +61,11 @@ var ErrWidened = errors.New("audience may only be narrowed")
 
 // CheckNarrowing returns ErrWidened unless next is at least as strict as prev:
 // a label no less strict, named orgs a subset of the previous ones (when
-// there were any), and no un-pseudonymizing.
-func CheckNarrowing(prev, next *phxv1.Audience) error {
+// there were any), no org named in next that could not see the item under
+// prev (under AMBER, naming a CERT lets it in; under RED, naming anyone
+// does), and no un-pseudonymizing. roleOf gives a named org's role in the
+// member registry ("" if it has none).
+func CheckNarrowing(prev, next *phxv1.Audience, roleOf func(org string) string) error {
 	if strictness[next.GetTlp()] < strictness[prev.GetTlp()] {
 		return fmt.Errorf("%w: %s is wider than %s", ErrWidened, next.GetTlp(), prev.GetTlp())
 	}
@@ -74,6 +77,14 @@ func CheckNarrowing(prev, next *phxv1.Audience) error {
 			if !slices.Contains(prev.GetOrgs(), o) {
 				return fmt.Errorf("%w: %q was not in the audience", ErrWidened, o)
 			}
+		}
+	}
+	// With orgs named, only they may see the item: each must have seen it
+	// before. (Without, a stricter label shows it to fewer roles.)
+	for _, o := range next.GetOrgs() {
+		r := Recipient{Org: o, OrgRole: roleOf(o)}
+		if Visible(r, "", next) && !Visible(r, "", prev) {
+			return fmt.Errorf("%w: %q could not see it under %s", ErrWidened, o, prev.GetTlp())
 		}
 	}
 	if prev.GetPseudonymous() && !next.GetPseudonymous() {
