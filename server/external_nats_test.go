@@ -10,6 +10,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -26,16 +27,17 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/phx-exchange/phx/internal/tlsutil"
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
+	"github.com/phx-exchange/phx/server"
 	"github.com/phx-exchange/phx/server/servertest"
 )
 
 // extStreams are the streams every hub creates (DESIGN.md section 7).
 var extStreams = []string{"PHX_HEALTH", "PHX_ROLLOUTS", "PHX_INCIDENTS", "PHX_ADVISORIES", "PHX_RECEIPTS", "PHX_AUDIT"}
 
-// extNATSServerBin returns the path of the pinned nats-server binary, or
-// skips the test (fails it when CI is set) if it is not installed.
-func extNATSServerBin(t *testing.T) string {
+// extModuleRoot returns the directory of go.mod above the test's directory.
+func extModuleRoot(t *testing.T) string {
 	t.Helper()
 	dir, err := os.Getwd()
 	if err != nil {
@@ -43,7 +45,7 @@ func extNATSServerBin(t *testing.T) string {
 	}
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
+			return dir
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
@@ -51,7 +53,13 @@ func extNATSServerBin(t *testing.T) string {
 		}
 		dir = parent
 	}
-	bin := filepath.Join(dir, ".bin", "nats-server")
+}
+
+// extNATSServerBin returns the path of the pinned nats-server binary, or
+// skips the test (fails it when CI is set) if it is not installed.
+func extNATSServerBin(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(extModuleRoot(t), ".bin", "nats-server")
 	if _, err := os.Stat(bin); err != nil {
 		msg := fmt.Sprintf("nats-server not installed at %s (%v): run scripts/install-nats-server", bin, err)
 		if os.Getenv("CI") != "" {
@@ -86,7 +94,6 @@ func extFreePorts(t *testing.T, n int) []int {
 // extNATSNode is one nats-server process.
 type extNATSNode struct {
 	name string
-	port int
 	cmd  *exec.Cmd
 	log  *syncBuffer
 }
@@ -115,16 +122,38 @@ func (s *syncBuffer) String() string {
 // client URL listing every node. The processes are killed when the test ends.
 func extStartNATS(t *testing.T, n int) string {
 	t.Helper()
-	bin := extNATSServerBin(t)
 	dir := t.TempDir()
 	ports := extFreePorts(t, 2*n)
 	clientPorts, routePorts := ports[:n], ports[n:]
-	var routes, urls []string
+	var routes, urls, confs []string
 	for i := range n {
 		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", routePorts[i]))
 		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", clientPorts[i]))
 	}
-	nodes := make([]*extNATSNode, n)
+	for i := range n {
+		name := fmt.Sprintf("n%d", i+1)
+		conf := fmt.Sprintf("server_name: %s\nlisten: \"127.0.0.1:%d\"\n"+
+			"jetstream {\n  store_dir: %q\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}\n",
+			name, clientPorts[i], filepath.Join(dir, name, "jetstream"))
+		if n > 1 {
+			conf += fmt.Sprintf("cluster {\n  name: phx-test\n  listen: \"127.0.0.1:%d\"\n  routes: [\n    %s\n  ]\n}\n",
+				routePorts[i], strings.Join(routes, "\n    "))
+		}
+		confs = append(confs, conf)
+	}
+	url := strings.Join(urls, ",")
+	extRunNATS(t, dir, confs, nil)
+	extWaitJetStream(t, url, n)
+	return url
+}
+
+// extRunNATS starts one nats-server process per configuration, with env
+// added to its environment (each gets PHX_NATS_NAME=nats-<i> too), and kills
+// them when the test ends, showing their output if it failed.
+func extRunNATS(t *testing.T, dir string, confs []string, env []string) {
+	t.Helper()
+	bin := extNATSServerBin(t)
+	nodes := make([]*extNATSNode, len(confs))
 	t.Cleanup(func() {
 		for _, nd := range nodes {
 			if nd == nil {
@@ -137,45 +166,32 @@ func extStartNATS(t *testing.T, n int) string {
 			}
 		}
 	})
-	for i := range n {
-		name := fmt.Sprintf("n%d", i+1)
-		store := filepath.Join(dir, name, "jetstream")
-		if err := os.MkdirAll(store, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		conf := fmt.Sprintf("server_name: %s\nlisten: \"127.0.0.1:%d\"\n"+
-			"jetstream {\n  store_dir: %q\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}\n",
-			name, clientPorts[i], store)
-		if n > 1 {
-			conf += fmt.Sprintf("cluster {\n  name: phx-test\n  listen: \"127.0.0.1:%d\"\n  routes: [\n    %s\n  ]\n}\n",
-				routePorts[i], strings.Join(routes, "\n    "))
-		}
+	for i, conf := range confs {
+		name := fmt.Sprintf("nats-%d", i+1)
 		confFile := filepath.Join(dir, name+".conf")
-		if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
+		if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		nd := &extNATSNode{name: name, port: clientPorts[i], log: &syncBuffer{}}
+		nd := &extNATSNode{name: name, log: &syncBuffer{}}
 		nd.cmd = exec.Command(bin, "-c", confFile)
+		nd.cmd.Env = append(append(os.Environ(), "PHX_NATS_NAME="+name), env...)
 		nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log
 		if err := nd.cmd.Start(); err != nil {
 			t.Fatalf("start %s: %v", name, err)
 		}
 		nodes[i] = nd
 	}
-	url := strings.Join(urls, ",")
-	extWaitJetStream(t, url, n)
-	return url
 }
 
 // extWaitJetStream waits until the deployment at url elects a JetStream meta
 // leader and can place a file stream with the given replicas.
-func extWaitJetStream(t *testing.T, url string, replicas int) {
+func extWaitJetStream(t *testing.T, url string, replicas int, opts ...nats.Option) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
 		last = func() error {
-			nc, err := nats.Connect(url, nats.Timeout(2*time.Second))
+			nc, err := nats.Connect(url, append([]nats.Option{nats.Timeout(2 * time.Second)}, opts...)...)
 			if err != nil {
 				return err
 			}
@@ -205,9 +221,9 @@ func extWaitJetStream(t *testing.T, url string, replicas int) {
 }
 
 // extJetStream opens a raw JetStream connection to url, closed when the test ends.
-func extJetStream(t *testing.T, url string) jetstream.JetStream {
+func extJetStream(t *testing.T, url string, opts ...nats.Option) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -460,4 +476,101 @@ func TestExternalNATSSingleServer(t *testing.T) {
 	if err != nil || ro.GetRollout().GetRevision() != 1 {
 		t.Fatalf("after restart: GetRollout: %v %v", ro, err)
 	}
+}
+
+// TestDeployClusterConf runs deploy/nats/cluster.conf as shipped, with only
+// host names, ports and file locations moved to loopback and a temporary
+// directory: three nodes with TLS on clients and mutually authenticated TLS
+// routes, phxd's user and password, and a hub using it with 3 replicas.
+func TestDeployClusterConf(t *testing.T) {
+	bin := extNATSServerBin(t)
+	tmpl, err := os.ReadFile(filepath.Join(extModuleRoot(t), "deploy", "nats", "cluster.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ca, err := tlsutil.NewCA("phx nats test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.IssueServer([]string{"127.0.0.1", "localhost"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsDir := filepath.Join(dir, "tls")
+	if err := tlsutil.WritePair(filepath.Join(tlsDir, "node.crt"), filepath.Join(tlsDir, "node.key"), certPEM, keyPEM); err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(tlsDir, "ca.crt")
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	const password = "test-Pa55word"
+	env := []string{"PHX_NATS_PASSWORD=" + password}
+	// The template must be valid as it stands (nats-server -t).
+	check := exec.Command(bin, "-t", "-c", extWrite(t, filepath.Join(dir, "check.conf"),
+		strings.ReplaceAll(string(tmpl), "/etc/nats/tls/", tlsDir+"/")))
+	check.Env = append(os.Environ(), append(env, "PHX_NATS_NAME=nats-1")...)
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Fatalf("nats-server -t: %v\n%s", err, out)
+	}
+
+	ports := extFreePorts(t, 9)
+	var confs, urls []string
+	for i := range 3 {
+		r := []string{
+			"/etc/nats/tls/", tlsDir + "/",
+			"/var/lib/nats/jetstream", filepath.Join(dir, fmt.Sprintf("n%d", i+1), "jetstream"),
+			"0.0.0.0:4222", fmt.Sprintf("127.0.0.1:%d", ports[i]),
+			"0.0.0.0:6222", fmt.Sprintf("127.0.0.1:%d", ports[3+i]),
+			"127.0.0.1:8222", fmt.Sprintf("127.0.0.1:%d", ports[6+i]),
+			"max_file_store: 200GB", "max_file_store: 1GB",
+		}
+		for k := range 3 {
+			r = append(r, fmt.Sprintf("nats-%d.phx.internal:6222", k+1), fmt.Sprintf("127.0.0.1:%d", ports[3+k]))
+		}
+		for j := 0; j < len(r); j += 2 {
+			if !bytes.Contains(tmpl, []byte(r[j])) {
+				t.Fatalf("deploy/nats/cluster.conf no longer contains %q: update this test", r[j])
+			}
+		}
+		confs = append(confs, strings.NewReplacer(r...).Replace(string(tmpl)))
+		urls = append(urls, fmt.Sprintf("tls://phxd:%s@127.0.0.1:%d", password, ports[i]))
+	}
+	extRunNATS(t, dir, confs, env)
+	url := strings.Join(urls, ",")
+	roots := nats.RootCAs(caFile)
+	extWaitJetStream(t, url, 3, roots)
+
+	// Without the password nobody gets in.
+	nc, err := nats.Connect(fmt.Sprintf("tls://127.0.0.1:%d", ports[0]), roots, nats.Timeout(2*time.Second))
+	if err == nil {
+		nc.Close()
+		t.Error("connected to the client port without a password")
+	} else if !errors.Is(err, nats.ErrAuthorization) {
+		t.Errorf("connecting without a password: %v, want %v", err, nats.ErrAuthorization)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	h := servertest.Start(t, servertest.WithNATSURL(url, 3), servertest.WithConfig(func(c *server.Config) {
+		c.NATSOptions = append(c.NATSOptions, roots)
+	}))
+	incID := extPublish(ctx, t, h, "deploy", 5)
+	infos := extCheckStreams(ctx, t, extJetStream(t, url, roots), 3)
+	if got := infos["PHX_HEALTH"].State.Msgs; got != 5 {
+		t.Errorf("PHX_HEALTH holds %d messages, want 5", got)
+	}
+	if got := extGetIncident(ctx, t, h, incID); got.GetId() != incID {
+		t.Fatalf("GetIncident %s returned %q", incID, got.GetId())
+	}
+}
+
+func extWrite(t *testing.T, name, content string) string {
+	t.Helper()
+	if err := os.WriteFile(name, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return name
 }
