@@ -237,7 +237,10 @@ func (s *incidentSvc) ListIncidents(ctx context.Context, req *phxv1.ListIncident
 		inc *phxv1.Incident
 		seq uint64
 	}
-	var rows []row
+	var (
+		rows   []row
+		anchor *phxv1.Incident // the page token's incident, filtered or not
+	)
 	err = s.a.cfg.Bus.LastPerSubject(ctx, bus.StreamIncidents, "phx.v1.incident.>", func(m *bus.StoredMsg) error {
 		env, err := decodeEnvelope(m.Data)
 		if err != nil {
@@ -246,6 +249,9 @@ func (s *incidentSvc) ListIncidents(ctx context.Context, req *phxv1.ListIncident
 		in := env.GetIncident()
 		if !policy.Visible(r, env.Publisher, env.Audience) {
 			return nil
+		}
+		if req.PageToken != "" && in.Id == req.PageToken {
+			anchor = in
 		}
 		if len(req.Statuses) > 0 && !slices.Contains(req.Statuses, in.Status) {
 			return nil
@@ -262,20 +268,25 @@ func (s *incidentSvc) ListIncidents(ctx context.Context, req *phxv1.ListIncident
 	if err != nil {
 		return nil, err
 	}
-	// Newest first; ties by id. The page token is the last id returned.
-	sort.Slice(rows, func(i, j int) bool {
-		a, b := rows[i].inc, rows[j].inc
+	// Newest first; ties by id. The page token is the last id returned; the
+	// next page starts after its place in this order, even if it has since
+	// changed so that it no longer matches the filters.
+	before := func(a, b *phxv1.Incident) bool {
 		if !a.CreatedAt.AsTime().Equal(b.CreatedAt.AsTime()) {
 			return a.CreatedAt.AsTime().After(b.CreatedAt.AsTime())
 		}
 		return a.Id < b.Id
-	})
+	}
+	sort.Slice(rows, func(i, j int) bool { return before(rows[i].inc, rows[j].inc) })
 	if req.PageToken != "" {
-		i := slices.IndexFunc(rows, func(x row) bool { return x.inc.Id == req.PageToken })
-		if i < 0 {
+		if anchor == nil {
 			return nil, invalid("page_token", "%q is not a page of this listing", req.PageToken)
 		}
-		rows = rows[i+1:]
+		i := slices.IndexFunc(rows, func(x row) bool { return before(anchor, x.inc) })
+		if i < 0 {
+			i = len(rows)
+		}
+		rows = rows[i:]
 	}
 	resp := &phxv1.ListIncidentsResponse{}
 	if len(rows) > size {
