@@ -844,6 +844,53 @@ func TestIncidents(t *testing.T) {
 				}
 			}
 		})
+		t.Run("a page token outlives a change to its incident", func(t *testing.T) {
+			var made []*phxv1.Incident
+			for range 3 {
+				made = append(made, report(t, microsoft, incident("paged", "windows", phxv1.Severity_SEVERITY_LOW, green())))
+			}
+			req := &phxv1.ListIncidentsRequest{Products: []string{"windows"}, Statuses: []phxv1.Status{investigating}, PageSize: 1}
+			page, err := fabrikam.incident.ListIncidents(testCtx(t), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page.Incidents) != 1 || page.NextPageToken == "" {
+				t.Fatalf("first page: %v", page)
+			}
+			first := page.Incidents[0]
+			// The incident the token names leaves the filter before the
+			// next page is read.
+			if _, err := update(microsoft, first.Id, first.Revision, &phxv1.Incident{Status: identified}, "status"); err != nil {
+				t.Fatal(err)
+			}
+			var rest []string
+			req.PageToken = page.NextPageToken
+			for {
+				page, err := fabrikam.incident.ListIncidents(testCtx(t), req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, in := range page.Incidents {
+					rest = append(rest, in.Id)
+				}
+				if page.NextPageToken == "" {
+					break
+				}
+				req.PageToken = page.NextPageToken
+			}
+			var want []string
+			for _, in := range made {
+				if in.Id != first.Id {
+					want = append([]string{in.Id}, want...) // newest first
+				}
+			}
+			if !slices.Contains([]string{made[0].Id, made[1].Id, made[2].Id}, first.Id) {
+				t.Fatalf("first page %s is none of %v", first.Id, made)
+			}
+			// Same created_at is possible: compare as sets, then order.
+			gotSorted, wantSorted := slices.Sorted(slices.Values(rest)), slices.Sorted(slices.Values(want))
+			wantIDs(t, "the rest", gotSorted, wantSorted)
+		})
 		_, err := fabrikam.incident.ListIncidents(testCtx(t), &phxv1.ListIncidentsRequest{MinSeverity: 99})
 		wantStatus(t, err, codes.InvalidArgument, "min_severity")
 		_, err = fabrikam.incident.ListIncidents(testCtx(t), &phxv1.ListIncidentsRequest{PageToken: "x"})
