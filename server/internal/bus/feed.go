@@ -141,6 +141,12 @@ func (b *Bus) ResolveStart(ctx context.Context, req FeedRequest) (Cursor, error)
 			c[i] = s
 		case StartTime:
 			if st.Msgs == 0 {
+				// Everything stored is gone: refuse if any of it was
+				// stored at or after the start time.
+				if st.LastSeq > 0 && !st.LastTime.Before(req.Since) {
+					return c, fmt.Errorf("%w: %s is older than what %s retains (its items up to %s are gone)", ErrOutOfRange,
+						req.Since.UTC().Format(time.RFC3339), feedStreamNames[i], st.LastTime.UTC().Format(time.RFC3339))
+				}
 				c[i] = st.LastSeq
 				continue
 			}
