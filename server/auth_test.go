@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"net/url"
 	"os"
 	"slices"
@@ -18,6 +19,8 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/phx-exchange/phx/internal/members"
+	"github.com/phx-exchange/phx/internal/pki"
 	"github.com/phx-exchange/phx/internal/tlsutil"
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
 	"github.com/phx-exchange/phx/server/servertest"
@@ -456,5 +459,62 @@ func TestIncidentServiceUnimplemented(t *testing.T) {
 			_, err = c.incident.ListReceipts(ctx, &phxv1.ListReceiptsRequest{Id: id})
 			wantStatus(t, err, codes.Unimplemented, "")
 		})
+	}
+}
+
+// TestRegistryReload: the member registry file is reloaded while the hub
+// runs; membership decides between PermissionDenied and access.
+func TestRegistryReload(t *testing.T) {
+	t.Parallel()
+	h := servertest.Start(t)
+	ca, err := tlsutil.LoadCA(h.PKI.CACert(), h.PKI.CAKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, k, err := ca.IssueClient("spiffe://phx.dev/org/acme/collector", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme := newClients(dialTLS(t, h.Addr, clientTLSWith(t, h, c, k)))
+	whoami := func() (*phxv1.WhoAmIResponse, error) {
+		return acme.identity.WhoAmI(testCtx(t), &phxv1.WhoAmIRequest{})
+	}
+	_, err = whoami()
+	wantStatus(t, err, codes.PermissionDenied, "")
+
+	reg := members.File{TrustDomain: pki.DevTrustDomain, Members: append(slices.Clone(pki.DevMembers),
+		members.Member{Org: "acme", Role: members.RoleVendor, DisplayName: "Acme", Products: []string{"acme-av"}})}
+	if err := members.Write(h.PKI.Members(), reg); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "acme becomes a member", func() error {
+		_, err := whoami()
+		return err
+	})
+	who, err := whoami()
+	if err != nil || who.Org != "acme" || who.Workload != "collector" || who.Role != phxv1.Role_ROLE_VENDOR || !slices.Equal(who.Products, []string{"acme-av"}) {
+		t.Fatalf("whoami: %v %v", who, err)
+	}
+	publish(t, acme, cell("acme-av"))
+	// Peers can now name it in audiences.
+	s := cell("contoso-av")
+	s.Audience = &phxv1.Audience{Tlp: phxv1.Tlp_TLP_RED, Orgs: []string{"acme"}}
+	publish(t, as(t, h, "contoso"), s)
+
+	// Removed again: refused again.
+	reg.Members = reg.Members[:len(reg.Members)-1]
+	if err := members.Write(h.PKI.Members(), reg); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "acme is no longer a member", func() error {
+		if _, err := whoami(); !isCode(err, codes.PermissionDenied) {
+			return fmt.Errorf("whoami: %v", err)
+		}
+		return nil
+	})
+	res, err := acme.health.PublishSignals(testCtx(t), &phxv1.PublishSignalsRequest{Signals: []*phxv1.HealthSignal{cell("acme-av")}})
+	wantStatus(t, err, codes.PermissionDenied, "")
+	if res != nil {
+		t.Fatalf("answered %v", res)
 	}
 }

@@ -569,6 +569,10 @@ func TestFeedRetention(t *testing.T) {
 	wantStatus(t, subscribe(t, fabrikam, at(oldest)).recvErr(), codes.OutOfRange, "")
 	// The newest position lost nothing: it still resumes.
 	open(t, fabrikam, at(newest)).close()
+	// A start time before the lost cells is refused too; one after them
+	// lost nothing.
+	wantStatus(t, subscribe(t, fabrikam, &phxv1.SubscribeRequest{Start: &phxv1.SubscribeRequest_Since{Since: ts(start)}}).recvErr(), codes.OutOfRange, "")
+	open(t, fabrikam, &phxv1.SubscribeRequest{Start: &phxv1.SubscribeRequest_Since{Since: ts(time.Now())}}).close()
 	short.Stop()
 
 	// Back to the default retention, with new cells after the gap.
