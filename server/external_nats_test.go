@@ -131,7 +131,7 @@ func extStartNATS(t *testing.T, n int) string {
 		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", clientPorts[i]))
 	}
 	for i := range n {
-		name := fmt.Sprintf("n%d", i+1)
+		name := fmt.Sprintf("nats-%d", i+1)
 		conf := fmt.Sprintf("server_name: %s\nlisten: \"127.0.0.1:%d\"\n"+
 			"jetstream {\n  store_dir: %q\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}\n",
 			name, clientPorts[i], filepath.Join(dir, name, "jetstream"))
