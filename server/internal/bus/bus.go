@@ -50,7 +50,15 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrConflict: the compare-and-set expectation did not hold.
 	ErrConflict = errors.New("conflict: the item changed since it was read")
+	// ErrDuplicateInProcess: a message with the same idempotency key is
+	// being stored at this moment (a clustered JetStream says so instead of
+	// acknowledging a duplicate).
+	ErrDuplicateInProcess = errors.New("a write with the same idempotency key is in progress; retry")
 )
+
+// errCodeDuplicateInProcess is JetStream's "duplicate message id is in
+// process" (JSStreamDuplicateMessageConflictErr).
+const errCodeDuplicateInProcess jetstream.ErrorCode = 10158
 
 // Config sets retention and replication.
 type Config struct {
@@ -209,7 +217,9 @@ func (b *Bus) PublishBatch(ctx context.Context, msgs []Message) []PubResult {
 // PublishExpect publishes one message with a compare-and-set expectation:
 // the last message on expectSubject (which may hold wildcards) must have
 // stream sequence expectSeq (0: no message yet). It returns ErrConflict when
-// the expectation fails.
+// the expectation fails. Note that a clustered JetStream checks the message
+// id first: a duplicate id is acknowledged as a duplicate (or refused with
+// ErrDuplicateInProcess) whatever the expectation.
 func (b *Bus) PublishExpect(ctx context.Context, m Message, expectSubject string, expectSeq uint64) (PubResult, error) {
 	nm := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header}
 	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequenceForSubject(expectSeq, expectSubject)}
@@ -222,6 +232,9 @@ func (b *Bus) PublishExpect(ctx context.Context, m Message, expectSubject string
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 			return PubResult{}, ErrConflict
+		}
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeDuplicateInProcess {
+			return PubResult{}, ErrDuplicateInProcess
 		}
 		return PubResult{}, err
 	}

@@ -2,6 +2,7 @@ package grpcapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go"
@@ -77,10 +78,19 @@ func (v versioned) write(ctx context.Context, env *phxv1.Envelope, owner, id, ms
 		expectSubject = v.anyOwner(id)
 	}
 	res, err := v.a.cfg.Bus.PublishExpect(ctx, bus.Message{Subject: v.subject(owner, id), MsgID: msgID, Data: data, Header: hdr}, expectSubject, expectSeq)
+	if requestID == "" && (errors.Is(err, bus.ErrDuplicateInProcess) || err == nil && res.Duplicate) {
+		// Without a request id the message id is derived from the item
+		// (e.g. its next revision), so a duplicate is another caller's
+		// write of the same revision: that one won. (A single JetStream
+		// server checks the expectation first and says ErrConflict
+		// itself; a cluster checks the message id first.)
+		return nil, bus.ErrConflict
+	}
 	if err != nil {
 		return nil, err
 	}
 	if res.Duplicate {
+		// A retry of this very request: answer with what it stored.
 		return v.loadSeq(ctx, res.Seq)
 	}
 	return env, nil
