@@ -208,8 +208,9 @@ func TestTourAcrossRestarts(t *testing.T) {
 		t.Fatalf("whoami: %s", out)
 	}
 
-	// fabrikam watches live, as a process, with JSON lines.
-	watch := exec.Command(filepath.Join(bin, "phx"), "--hub", addr, "--data-dir", dataDir, "--as", "fabrikam", "watch", "--json")
+	// fabrikam watches, as a process, with JSON lines. It starts from the
+	// beginning so that nothing published while it connects can slip past it.
+	watch := exec.Command(filepath.Join(bin, "phx"), "--hub", addr, "--data-dir", dataDir, "--as", "fabrikam", "watch", "--json", "--from-beginning")
 	wout, wpw := io.Pipe()
 	var werr bytes.Buffer
 	watch.Stdout, watch.Stderr = wpw, &werr

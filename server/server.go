@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -301,7 +303,7 @@ func (s *Server) Run(ctx context.Context) error {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	mode := "embedded"
 	if cfg.NATSURL != "" {
-		mode = "external " + cfg.NATSURL
+		mode = "external " + redactURLs(cfg.NATSURL)
 	}
 	s.log.Info("phxd ready", "listen", lis.Addr().String(), "nats", mode, "data_dir", cfg.DataDir)
 	close(s.ready)
@@ -338,4 +340,15 @@ func (s *Server) Run(ctx context.Context) error {
 	nc.Close()
 	s.log.Info("stopped")
 	return runErr
+}
+
+// redactURLs hides passwords in a comma-separated list of NATS URLs.
+func redactURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/phx-exchange/phx/internal/pki"
 	"github.com/phx-exchange/phx/internal/version"
 	"github.com/phx-exchange/phx/server"
@@ -44,11 +46,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		logLevel  string
 		logFormat string
 		showVer   bool
+		natsCreds string
+		natsCA    string
 	)
 	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: write a dev CA, hub and org certificates and a member registry under the data dir, and use them")
 	fs.StringVar(&cfg.DataDir, "data-dir", "phx-data", "data directory (embedded JetStream store, dev PKI)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7443", "gRPC listen address")
 	fs.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS cluster URL(s), comma-separated; empty runs an embedded NATS server")
+	fs.StringVar(&natsCreds, "nats-creds", "", "NATS credentials file (JWT + NKey) for the external cluster")
+	fs.StringVar(&natsCA, "nats-ca", "", "CA bundle (PEM) that signs the external NATS servers' certificates")
 	fs.IntVar(&cfg.NATSReplicas, "nats-replicas", 3, "stream replicas on an external NATS cluster")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "hub certificate (PEM)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "hub private key (PEM)")
@@ -76,6 +82,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if showVer {
 		fmt.Fprintln(stderr, "phxd", version.String())
 		return nil
+	}
+	if natsCreds != "" {
+		cfg.NATSOptions = append(cfg.NATSOptions, nats.UserCredentials(natsCreds))
+	}
+	if natsCA != "" {
+		cfg.NATSOptions = append(cfg.NATSOptions, nats.RootCAs(natsCA))
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {

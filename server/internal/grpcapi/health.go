@@ -35,6 +35,11 @@ func (s *healthSvc) PublishSignals(ctx context.Context, req *phxv1.PublishSignal
 	resp := &phxv1.PublishSignalsResponse{Results: make([]*phxv1.SignalResult, n)}
 	msgs := make([]bus.Message, 0, n)
 	idx := make([]int, 0, n)
+	// The same signal_id twice in one batch is published once; the repeats
+	// share the first one's outcome and are answered as duplicates.
+	firstOf := make(map[string]int, n)
+	repeats := map[int]int{} // request index → request index of the first
+
 	reject := func(i int, err error) {
 		code, field, msg := itemError(err)
 		resp.Results[i].Outcome = phxv1.SignalOutcome_SIGNAL_OUTCOME_REJECTED
@@ -64,6 +69,11 @@ func (s *healthSvc) PublishSignals(ctx context.Context, req *phxv1.PublishSignal
 			reject(i, fmt.Errorf("encode: %w", err))
 			continue
 		}
+		if first, ok := firstOf[env.MessageId]; ok {
+			repeats[i] = first
+			continue
+		}
+		firstOf[env.MessageId] = i
 		msgs = append(msgs, bus.Message{Subject: healthSubject(id.Org, sig.Product), MsgID: env.MessageId, Data: data})
 		idx = append(idx, i)
 	}
@@ -78,6 +88,13 @@ func (s *healthSvc) PublishSignals(ctx context.Context, req *phxv1.PublishSignal
 		default:
 			resp.Results[i].Outcome = phxv1.SignalOutcome_SIGNAL_OUTCOME_ACCEPTED
 			resp.Results[i].Cursor = bus.ItemCursor(bus.FeedHealth, r.Seq)
+		}
+	}
+	for i, first := range repeats {
+		fr := resp.Results[first]
+		resp.Results[i].Outcome, resp.Results[i].Cursor, resp.Results[i].Error = fr.Outcome, fr.Cursor, fr.Error
+		if fr.Outcome == phxv1.SignalOutcome_SIGNAL_OUTCOME_ACCEPTED {
+			resp.Results[i].Outcome = phxv1.SignalOutcome_SIGNAL_OUTCOME_DUPLICATE
 		}
 	}
 	for _, r := range resp.Results {
