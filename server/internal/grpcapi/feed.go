@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
+	"github.com/phx-exchange/phx/server/internal/authn"
 	"github.com/phx-exchange/phx/server/internal/bus"
 	"github.com/phx-exchange/phx/server/internal/policy"
 )
@@ -152,7 +153,21 @@ func (s *feedSvc) Subscribe(req *phxv1.SubscribeRequest, stream grpc.ServerStrea
 		<-errc // the feed goroutine is owned here: wait for it to stop
 	}()
 
+	// A stream lives for hours: it follows the member registry as it is
+	// reloaded, so an org removed from it stops receiving at once and a
+	// changed role changes what it sees.
+	member := func() error {
+		mem, ok := s.a.cfg.Registry.Get().Lookup(id.Org)
+		if !ok {
+			return fmt.Errorf("%w: org %q is no longer a member of this hub", authn.ErrNotMember, id.Org)
+		}
+		r.OrgRole = mem.Role
+		return nil
+	}
 	heartbeat := func() error {
+		if err := member(); err != nil {
+			return err
+		}
 		return stream.Send(&phxv1.Envelope{Cursor: cursor.String(), Kind: phxv1.Kind_KIND_HEARTBEAT, PublishedAt: s.a.now()})
 	}
 	// The first heartbeat hands out the start position at once, so a client
@@ -170,6 +185,9 @@ func (s *feedSvc) Subscribe(req *phxv1.SubscribeRequest, stream grpc.ServerStrea
 			if err != nil {
 				s.a.log.Error("undecodable item in feed", "stream", fm.Stream.StreamName(), "seq", fm.Seq, "err", err)
 				continue
+			}
+			if err := member(); err != nil {
+				return err
 			}
 			if !policy.Visible(r, env.Publisher, env.Audience) {
 				continue
