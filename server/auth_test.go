@@ -501,6 +501,9 @@ func TestRegistryReload(t *testing.T) {
 	s.Audience = &phxv1.Audience{Tlp: phxv1.Tlp_TLP_RED, Orgs: []string{"acme"}}
 	publish(t, as(t, h, "contoso"), s)
 
+	// A live subscription of the member.
+	live := open(t, acme, &phxv1.SubscribeRequest{Kinds: []phxv1.Kind{phxv1.Kind_KIND_HEALTH_SIGNAL}})
+
 	// Removed again: refused again.
 	reg.Members = reg.Members[:len(reg.Members)-1]
 	if err := members.Write(h.PKI.Members(), reg); err != nil {
@@ -516,5 +519,18 @@ func TestRegistryReload(t *testing.T) {
 	wantStatus(t, err, codes.PermissionDenied, "")
 	if res != nil {
 		t.Fatalf("answered %v", res)
+	}
+	// The subscription opened while it was a member ends at the next item
+	// instead of delivering it.
+	publish(t, as(t, h, "contoso"), cell("contoso-av"))
+	for {
+		env, err := live.stream.Recv()
+		if err != nil {
+			wantStatus(t, err, codes.PermissionDenied, "")
+			break
+		}
+		if env.Kind != phxv1.Kind_KIND_HEARTBEAT {
+			t.Fatalf("a removed member received %s %s", env.Kind, env.MessageId)
+		}
 	}
 }
