@@ -501,11 +501,18 @@ func TestRegistryReload(t *testing.T) {
 	s.Audience = &phxv1.Audience{Tlp: phxv1.Tlp_TLP_RED, Orgs: []string{"acme"}}
 	publish(t, as(t, h, "contoso"), s)
 
-	// A live subscription of the member.
+	// Live subscriptions of the member, and of a vendor about to become a
+	// CERT.
 	live := open(t, acme, &phxv1.SubscribeRequest{Kinds: []phxv1.Kind{phxv1.Kind_KIND_HEALTH_SIGNAL}})
+	demoted := open(t, as(t, h, "fabrikam"), &phxv1.SubscribeRequest{Kinds: []phxv1.Kind{phxv1.Kind_KIND_HEALTH_SIGNAL}})
 
 	// Removed again: refused again.
 	reg.Members = reg.Members[:len(reg.Members)-1]
+	for i, m := range reg.Members {
+		if m.Org == "fabrikam" {
+			reg.Members[i].Role, reg.Members[i].Products = members.RoleCERT, nil
+		}
+	}
 	if err := members.Write(h.PKI.Members(), reg); err != nil {
 		t.Fatal(err)
 	}
@@ -521,8 +528,13 @@ func TestRegistryReload(t *testing.T) {
 		t.Fatalf("answered %v", res)
 	}
 	// The subscription opened while it was a member ends at the next item
-	// instead of delivering it.
-	publish(t, as(t, h, "contoso"), cell("contoso-av"))
+	// instead of delivering it; the one of the org that became a CERT no
+	// longer gets AMBER items.
+	amber := cell("contoso-av")
+	amber.Audience = &phxv1.Audience{Tlp: phxv1.Tlp_TLP_AMBER}
+	marker := cell("contoso-av")
+	publish(t, as(t, h, "contoso"), amber, marker)
+	wantIDs(t, "after the role change", signalIDs(demoted.until(signalID, marker.SignalId)), []string{marker.SignalId})
 	for {
 		env, err := live.stream.Recv()
 		if err != nil {
