@@ -241,29 +241,21 @@ func (s *incidentSvc) ListIncidents(ctx context.Context, req *phxv1.ListIncident
 		rows   []row
 		anchor *phxv1.Incident // the page token's incident, filtered or not
 	)
-	err = s.a.cfg.Bus.LastPerSubject(ctx, bus.StreamIncidents, "phx.v1.incident.>", func(m *bus.StoredMsg) error {
-		env, err := decodeEnvelope(m.Data)
-		if err != nil {
-			return err
-		}
+	err = s.store().eachVisible(ctx, r, func(env *phxv1.Envelope) {
 		in := env.GetIncident()
-		if !policy.Visible(r, env.Publisher, env.Audience) {
-			return nil
-		}
 		if req.PageToken != "" && in.Id == req.PageToken {
 			anchor = in
 		}
 		if len(req.Statuses) > 0 && !slices.Contains(req.Statuses, in.Status) {
-			return nil
+			return
 		}
 		if in.Severity < req.MinSeverity {
-			return nil
+			return
 		}
 		if len(req.Products) > 0 && !slices.ContainsFunc(in.Affected, func(a *phxv1.Affected) bool { return slices.Contains(req.Products, a.Product) }) {
-			return nil
+			return
 		}
 		rows = append(rows, row{inc: s.a.present(env, r).GetIncident()})
-		return nil
 	})
 	if err != nil {
 		return nil, err

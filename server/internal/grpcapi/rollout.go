@@ -196,23 +196,14 @@ func (s *rolloutSvc) ListRollouts(ctx context.Context, req *phxv1.ListRolloutsRe
 		return nil, err
 	}
 	var out []*phxv1.Rollout
-	err = s.a.cfg.Bus.LastPerSubject(ctx, bus.StreamRollouts, "phx.v1.rollout.>", func(m *bus.StoredMsg) error {
-		env, err := decodeEnvelope(m.Data)
-		if err != nil {
-			return err
-		}
+	err = s.store().eachVisible(ctx, r, func(env *phxv1.Envelope) {
 		ro := env.GetRollout()
-		if !policy.Visible(r, env.Publisher, env.Audience) || ro.GetRolloutId() <= req.PageToken {
-			return nil
-		}
-		if len(req.Products) > 0 && !slices.Contains(req.Products, ro.Product) {
-			return nil
-		}
-		if len(req.States) > 0 && !slices.Contains(req.States, ro.State) {
-			return nil
+		if ro.GetRolloutId() <= req.PageToken ||
+			len(req.Products) > 0 && !slices.Contains(req.Products, ro.Product) ||
+			len(req.States) > 0 && !slices.Contains(req.States, ro.State) {
+			return
 		}
 		out = append(out, s.a.present(env, r).GetRollout())
-		return nil
 	})
 	if err != nil {
 		return nil, err

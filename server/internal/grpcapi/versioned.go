@@ -103,3 +103,18 @@ func sameRequest(c *current, requestID, org string) bool {
 }
 
 func clone[T proto.Message](m T) T { return proto.Clone(m).(T) }
+
+// eachVisible calls fn with the current state of every item of the stream
+// that r may see.
+func (v versioned) eachVisible(ctx context.Context, r policy.Recipient, fn func(*phxv1.Envelope)) error {
+	return v.a.cfg.Bus.LastPerSubject(ctx, v.stream, "phx.v1."+v.kind+".>", func(m *bus.StoredMsg) error {
+		env, err := decodeEnvelope(m.Data)
+		if err != nil {
+			return err
+		}
+		if policy.Visible(r, env.Publisher, env.Audience) {
+			fn(env)
+		}
+		return nil
+	})
+}
