@@ -23,9 +23,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/phx-exchange/phx/internal/tlsutil"
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
@@ -262,34 +259,14 @@ func extCheckStreams(ctx context.Context, t *testing.T, js jetstream.JetStream, 
 	return infos
 }
 
-func extDial(t *testing.T, h *servertest.Hub, org string) *grpc.ClientConn {
-	t.Helper()
-	cc, err := grpc.NewClient(h.Addr, grpc.WithTransportCredentials(credentials.NewTLS(h.ClientTLS(t, org))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return cc
-}
-
-func extSignal(id string) *phxv1.HealthSignal {
-	ws := time.Now().Add(-2 * time.Minute).Truncate(time.Minute)
-	return &phxv1.HealthSignal{
-		SignalId: id, Product: "contoso-av", ProductVersion: "7.16.18", ContentChannel: "channel-291", ContentVersion: "291.1",
-		Ring: phxv1.Ring_RING_CANARY, OsFamily: "windows", OsBuild: "10.0.22631.3880", Arch: "x64", Region: "global",
-		WindowStart: timestamppb.New(ws), WindowSeconds: 60, DevicesActive: 1000, DevicesExposed: 900, DevicesSilent: 10,
-		DistinctTenants: 40, KernelCrashDevices: 3, Audience: &phxv1.Audience{Tlp: phxv1.Tlp_TLP_GREEN},
-	}
-}
-
 // extPublish publishes signals, a rollout and an incident as contoso through
 // hub h and returns the incident's id.
 func extPublish(ctx context.Context, t *testing.T, h *servertest.Hub, prefix string, signals int) string {
 	t.Helper()
-	cc := extDial(t, h, "contoso")
+	cc := dial(t, h, "contoso")
 	var batch []*phxv1.HealthSignal
 	for i := range signals {
-		batch = append(batch, extSignal(fmt.Sprintf("%s-%d", prefix, i)))
+		batch = append(batch, signal(fmt.Sprintf("%s-%d", prefix, i)))
 	}
 	hs := phxv1.NewHealthServiceClient(cc)
 	res, err := hs.PublishSignals(ctx, &phxv1.PublishSignalsRequest{Signals: batch})
@@ -347,7 +324,7 @@ func extPublish(ctx context.Context, t *testing.T, h *servertest.Hub, prefix str
 // extGetIncident reads an incident as fabrikam through hub h.
 func extGetIncident(ctx context.Context, t *testing.T, h *servertest.Hub, id string) *phxv1.Incident {
 	t.Helper()
-	g, err := phxv1.NewIncidentServiceClient(extDial(t, h, "fabrikam")).GetIncident(ctx, &phxv1.GetIncidentRequest{Id: id})
+	g, err := phxv1.NewIncidentServiceClient(dial(t, h, "fabrikam")).GetIncident(ctx, &phxv1.GetIncidentRequest{Id: id})
 	if err != nil {
 		t.Fatalf("GetIncident %s on %s: %v", id, h.Addr, err)
 	}
@@ -378,7 +355,7 @@ func TestExternalNATSCluster(t *testing.T) {
 	if got := extGetIncident(ctx, t, b, incID); got.GetTitle() != "Boot loop after channel 291 (cluster)" {
 		t.Fatalf("hub B: incident %s has title %q", incID, got.GetTitle())
 	}
-	fabB := extDial(t, b, "fabrikam")
+	fabB := dial(t, b, "fabrikam")
 	ro, err := phxv1.NewRolloutServiceClient(fabB).GetRollout(ctx, &phxv1.GetRolloutRequest{RolloutId: "cluster-rollout"})
 	if err != nil || ro.GetRollout().GetRevision() != 1 {
 		t.Fatalf("hub B: GetRollout: %v %v", ro, err)
@@ -393,8 +370,8 @@ func TestExternalNATSCluster(t *testing.T) {
 	if hb, err := sub.Recv(); err != nil || hb.Kind != phxv1.Kind_KIND_HEARTBEAT {
 		t.Fatalf("hub B: first envelope %v %v, want a heartbeat", hb, err)
 	}
-	res, err := phxv1.NewHealthServiceClient(extDial(t, a, "contoso")).PublishSignals(ctx,
-		&phxv1.PublishSignalsRequest{Signals: []*phxv1.HealthSignal{extSignal("cluster-live")}})
+	res, err := phxv1.NewHealthServiceClient(dial(t, a, "contoso")).PublishSignals(ctx,
+		&phxv1.PublishSignalsRequest{Signals: []*phxv1.HealthSignal{signal("cluster-live")}})
 	if err != nil || res.Accepted != 1 {
 		t.Fatalf("hub A: PublishSignals: %v %v", res, err)
 	}
@@ -472,7 +449,7 @@ func TestExternalNATSSingleServer(t *testing.T) {
 		t.Fatalf("after restart: GetIncident %s returned %q", incID, got.GetId())
 	}
 	// The stored rollout survives too and is still at revision 1.
-	ro, err := phxv1.NewRolloutServiceClient(extDial(t, h, "fabrikam")).GetRollout(ctx, &phxv1.GetRolloutRequest{RolloutId: "single-rollout"})
+	ro, err := phxv1.NewRolloutServiceClient(dial(t, h, "fabrikam")).GetRollout(ctx, &phxv1.GetRolloutRequest{RolloutId: "single-rollout"})
 	if err != nil || ro.GetRollout().GetRevision() != 1 {
 		t.Fatalf("after restart: GetRollout: %v %v", ro, err)
 	}
