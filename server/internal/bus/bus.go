@@ -117,7 +117,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Bus, error) {
 	}
 	b := &Bus{nc: nc, js: js, cfg: cfg, streams: map[string]jetstream.Stream{}}
 	for _, sc := range b.streamConfigs() {
-		s, err := js.CreateOrUpdateStream(ctx, sc)
+		s, err := createStream(ctx, js, sc)
 		if err != nil {
 			return nil, fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
@@ -361,3 +361,28 @@ func (b *Bus) Secret(ctx context.Context, name string) ([]byte, error) {
 	}
 	return v, nil
 }
+
+// createStream creates or updates a stream, waiting for JetStream while a
+// cluster that has just started has no meta leader yet (no responders,
+// time-outs), for at most StartupWait or until ctx ends.
+func createStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) (jetstream.Stream, error) {
+	deadline := time.Now().Add(StartupWait)
+	backoff := 100 * time.Millisecond
+	for {
+		s, err := js.CreateOrUpdateStream(ctx, sc)
+		transient := errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
+			errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+		if err == nil || !transient || time.Now().After(deadline) || ctx.Err() != nil {
+			return s, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// StartupWait bounds how long New waits for JetStream to become available.
+var StartupWait = 30 * time.Second
