@@ -412,8 +412,8 @@ func TestAuthorization(t *testing.T) {
 		{"operator", "ReportIncident", report, denied},
 		{"operator", "UpdateIncident", updateIncident, denied},
 		{"operator", "AddPost", addPost, denied},
-		{"operator", "IssueToken", issue, codes.Unimplemented},
-		{"operator", "RevokeToken", revoke, codes.Unimplemented},
+		{"operator", "IssueToken", issue, ok},
+		{"operator", "RevokeToken", revoke, codes.InvalidArgument},
 		{"operator", "WhoAmI", whoami, ok},
 		{"operator", "Subscribe", subscribe, ok},
 		// Only the operator handles tokens.

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +38,7 @@ import (
 	"github.com/phx-exchange/phx/server/internal/grpcapi"
 	"github.com/phx-exchange/phx/server/internal/natsembed"
 	"github.com/phx-exchange/phx/server/internal/policy"
+	"github.com/phx-exchange/phx/server/internal/token"
 )
 
 // Config configures a hub.
@@ -69,6 +71,13 @@ type Config struct {
 	// SyncAlways fsyncs every JetStream write before acknowledging it
 	// (embedded server only).
 	SyncAlways bool
+	// TokenKeys is the directory of the Ed25519 keys that sign and verify
+	// bearer tokens (default <DataDir>/tokens; a first key is generated if it
+	// holds none). Hub replicas share one: copy it to each. Reloaded on
+	// change, so a key can be added and made active without a restart.
+	TokenKeys string
+	// TokenMaxTTL caps the lifetime of issued tokens (default 30 days).
+	TokenMaxTTL time.Duration
 	// ShutdownTimeout bounds the graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
 	// Logger (default slog.Default()).
@@ -82,9 +91,10 @@ type Server struct {
 	ready chan struct{}
 
 	mu   sync.Mutex
-	addr net.Addr
-	bus  *bus.Bus
-	reg  *members.Store
+	addr   net.Addr
+	bus    *bus.Bus
+	reg    *members.Store
+	tokens *token.Service
 }
 
 // New checks cfg and returns a Server; Run starts it.
@@ -108,6 +118,12 @@ func New(cfg Config) (*Server, error) {
 		// The same default as the bus's, so that publishing refuses the
 		// cells the stream would not keep.
 		cfg.HealthRetention = 7 * 24 * time.Hour
+	}
+	if cfg.TokenKeys == "" {
+		cfg.TokenKeys = filepath.Join(cfg.DataDir, "tokens")
+	}
+	if cfg.TokenMaxTTL <= 0 {
+		cfg.TokenMaxTTL = grpcapi.DefaultTokenMaxTTL
 	}
 	if cfg.Dev {
 		l := pki.Layout{DataDir: cfg.DataDir}
@@ -145,10 +161,10 @@ func (s *Server) Addr() net.Addr {
 	return s.addr
 }
 
-// ReloadMembers re-reads the member registry file now.
+// ReloadMembers re-reads the member registry file and the token keys now.
 func (s *Server) ReloadMembers() error {
 	s.mu.Lock()
-	reg := s.reg
+	reg, tokens := s.reg, s.tokens
 	s.mu.Unlock()
 	if reg == nil {
 		return errors.New("server not running")
@@ -156,6 +172,15 @@ func (s *Server) ReloadMembers() error {
 	changed, err := reg.Reload()
 	if changed {
 		s.log.Info("member registry reloaded", "orgs", len(reg.Get().Orgs()))
+	}
+	if tokens != nil {
+		before := tokens.Keys()
+		after, kerr := tokens.Reload()
+		if kerr != nil {
+			err = errors.Join(err, fmt.Errorf("token keys: %w", kerr))
+		} else if after.Kid != before.Kid || !slices.Equal(after.Kids(), before.Kids()) {
+			s.log.Info("token keys reloaded", "signing", after.Kid, "verifying", after.Kids())
+		}
 	}
 	return err
 }
@@ -217,8 +242,16 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	tokens, err := token.NewService(cfg.TokenKeys)
+	if err != nil {
+		return fmt.Errorf("token keys: %w", err)
+	}
+	ledger, err := token.OpenLedger(ctx, b.JetStream(), replicas, cfg.TokenMaxTTL, s.log)
+	if err != nil {
+		return fmt.Errorf("token ledger: %w", err)
+	}
 	s.mu.Lock()
-	s.bus, s.reg = b, reg
+	s.bus, s.reg, s.tokens = b, reg, tokens
 	s.mu.Unlock()
 
 	roots, err := tlsutil.CertPool(cfg.ClientCA)
@@ -231,7 +264,10 @@ func (s *Server) Run(ctx context.Context) error {
 	api := grpcapi.New(grpcapi.Config{
 		Bus:           b,
 		Registry:      reg,
-		Authenticator: authn.New(roots, reg),
+		Authenticator: authn.New(roots, reg).WithTokens(tokens, ledger),
+		Tokens:        tokens,
+		Ledger:        ledger,
+		TokenMaxTTL:   cfg.TokenMaxTTL,
 		Pseudonyms:    policy.NewPseudonymizer(secret),
 		Metrics:       grpcapi.NewMetrics(promReg),
 		Logger:        s.log,
@@ -261,6 +297,19 @@ func (s *Server) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	serveErr := make(chan error, 2)
+	// Follow token revocations from every replica; take calls only once the
+	// revocations stored before start are known.
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWatch()
+	wg.Go(func() { _ = ledger.Watch(watchCtx) })
+	select {
+	case <-ledger.Ready():
+	case <-ctx.Done():
+		lis.Close()
+		stopWatch()
+		wg.Wait()
+		return ctx.Err()
+	}
 	wg.Go(func() {
 		if err := gs.Serve(lis); err != nil {
 			serveErr <- fmt.Errorf("grpc: %w", err)
@@ -273,6 +322,7 @@ func (s *Server) Run(ctx context.Context) error {
 		mlis, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
 			gs.Stop()
+			stopWatch()
 			wg.Wait()
 			return err
 		}
@@ -333,6 +383,7 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = metricsSrv.Shutdown(sctx)
 		cancel()
 	}
+	stopWatch()
 	wg.Wait()
 	if err := nc.FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		s.log.Warn("nats flush", "err", err)

@@ -131,7 +131,11 @@ type WhoAmIResponse struct {
 	// The caller's SPIFFE id, when it used a certificate.
 	SpiffeId string `protobuf:"bytes,8,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
 	// The hub's version.
-	HubVersion    string `protobuf:"bytes,9,opt,name=hub_version,json=hubVersion,proto3" json:"hub_version,omitempty"`
+	HubVersion string `protobuf:"bytes,9,opt,name=hub_version,json=hubVersion,proto3" json:"hub_version,omitempty"`
+	// The id (jti) of the bearer token used, when the caller used one.
+	TokenId string `protobuf:"bytes,10,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	// The token's scopes ("read", "respond"), when the caller used one.
+	TokenScopes   []string `protobuf:"bytes,11,rep,name=token_scopes,json=tokenScopes,proto3" json:"token_scopes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -229,12 +233,26 @@ func (x *WhoAmIResponse) GetHubVersion() string {
 	return ""
 }
 
+func (x *WhoAmIResponse) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *WhoAmIResponse) GetTokenScopes() []string {
+	if x != nil {
+		return x.TokenScopes
+	}
+	return nil
+}
+
 var File_phx_v1_identity_proto protoreflect.FileDescriptor
 
 const file_phx_v1_identity_proto_rawDesc = "" +
 	"\n" +
 	"\x15phx/v1/identity.proto\x12\x06phx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13phx/v1/common.proto\"\x0f\n" +
-	"\rWhoAmIRequest\"\xe2\x02\n" +
+	"\rWhoAmIRequest\"\xa0\x03\n" +
 	"\x0eWhoAmIResponse\x12\x10\n" +
 	"\x03org\x18\x01 \x01(\tR\x03org\x12 \n" +
 	"\x04role\x18\x02 \x01(\x0e2\f.phx.v1.RoleR\x04role\x12\x1a\n" +
@@ -246,7 +264,10 @@ const file_phx_v1_identity_proto_rawDesc = "" +
 	"\x15credential_expires_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x13credentialExpiresAt\x12\x1b\n" +
 	"\tspiffe_id\x18\b \x01(\tR\bspiffeId\x12\x1f\n" +
 	"\vhub_version\x18\t \x01(\tR\n" +
-	"hubVersion*V\n" +
+	"hubVersion\x12\x19\n" +
+	"\btoken_id\x18\n" +
+	" \x01(\tR\atokenId\x12!\n" +
+	"\ftoken_scopes\x18\v \x03(\tR\vtokenScopes*V\n" +
 	"\n" +
 	"AuthMethod\x12\x1b\n" +
 	"\x17AUTH_METHOD_UNSPECIFIED\x10\x00\x12\x14\n" +

@@ -28,11 +28,13 @@ type IssueTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The subject org.
 	Org string `protobuf:"bytes,1,opt,name=org,proto3" json:"org,omitempty"`
-	// The role granted (cert or responder).
+	// The role granted: ROLE_CERT (read only) or ROLE_RESPONDER (read, and
+	// post, respond and acknowledge for the org).
 	Role Role `protobuf:"varint,2,opt,name=role,proto3,enum=phx.v1.Role" json:"role,omitempty"`
-	// Lifetime.
+	// Lifetime (default 24 hours, at most the hub's limit).
 	Ttl *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
-	// Scopes granted.
+	// Scopes granted: "read", and for responders "respond" (default: all the
+	// role allows).
 	Scope []string `protobuf:"bytes,4,rep,name=scope,proto3" json:"scope,omitempty"`
 	// SHA-256 of a client certificate (DER) the token is bound to, if any.
 	BindCertSha256 []byte `protobuf:"bytes,5,opt,name=bind_cert_sha256,json=bindCertSha256,proto3" json:"bind_cert_sha256,omitempty"`
@@ -113,7 +115,13 @@ type IssueTokenResponse struct {
 	// Its id, for revocation.
 	Jti string `protobuf:"bytes,2,opt,name=jti,proto3" json:"jti,omitempty"`
 	// When it expires.
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// The id of the key that signed it.
+	Kid string `protobuf:"bytes,4,opt,name=kid,proto3" json:"kid,omitempty"`
+	// The scopes granted.
+	Scope []string `protobuf:"bytes,5,rep,name=scope,proto3" json:"scope,omitempty"`
+	// Whether it is bound to a client certificate.
+	Bound         bool `protobuf:"varint,6,opt,name=bound,proto3" json:"bound,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -169,6 +177,27 @@ func (x *IssueTokenResponse) GetExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *IssueTokenResponse) GetKid() string {
+	if x != nil {
+		return x.Kid
+	}
+	return ""
+}
+
+func (x *IssueTokenResponse) GetScope() []string {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *IssueTokenResponse) GetBound() bool {
+	if x != nil {
+		return x.Bound
+	}
+	return false
+}
+
 // RevokeTokenRequest names a token.
 type RevokeTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -217,7 +246,13 @@ func (x *RevokeTokenRequest) GetJti() string {
 
 // RevokeTokenResponse confirms revocation.
 type RevokeTokenResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The org the token was issued for.
+	Org string `protobuf:"bytes,1,opt,name=org,proto3" json:"org,omitempty"`
+	// When it was revoked (the first time, if it was revoked twice).
+	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	// When it would have expired.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -252,6 +287,27 @@ func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
 	return file_phx_v1_token_proto_rawDescGZIP(), []int{3}
 }
 
+func (x *RevokeTokenResponse) GetOrg() string {
+	if x != nil {
+		return x.Org
+	}
+	return ""
+}
+
+func (x *RevokeTokenResponse) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *RevokeTokenResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
 var File_phx_v1_token_proto protoreflect.FileDescriptor
 
 const file_phx_v1_token_proto_rawDesc = "" +
@@ -262,15 +318,23 @@ const file_phx_v1_token_proto_rawDesc = "" +
 	"\x04role\x18\x02 \x01(\x0e2\f.phx.v1.RoleR\x04role\x12+\n" +
 	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x14\n" +
 	"\x05scope\x18\x04 \x03(\tR\x05scope\x12(\n" +
-	"\x10bind_cert_sha256\x18\x05 \x01(\fR\x0ebindCertSha256\"w\n" +
+	"\x10bind_cert_sha256\x18\x05 \x01(\fR\x0ebindCertSha256\"\xb5\x01\n" +
 	"\x12IssueTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
 	"\x03jti\x18\x02 \x01(\tR\x03jti\x129\n" +
 	"\n" +
-	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"&\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x10\n" +
+	"\x03kid\x18\x04 \x01(\tR\x03kid\x12\x14\n" +
+	"\x05scope\x18\x05 \x03(\tR\x05scope\x12\x14\n" +
+	"\x05bound\x18\x06 \x01(\bR\x05bound\"&\n" +
 	"\x12RevokeTokenRequest\x12\x10\n" +
-	"\x03jti\x18\x01 \x01(\tR\x03jti\"\x15\n" +
-	"\x13RevokeTokenResponse2\x9b\x01\n" +
+	"\x03jti\x18\x01 \x01(\tR\x03jti\"\x9d\x01\n" +
+	"\x13RevokeTokenResponse\x12\x10\n" +
+	"\x03org\x18\x01 \x01(\tR\x03org\x129\n" +
+	"\n" +
+	"revoked_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\x9b\x01\n" +
 	"\fTokenService\x12C\n" +
 	"\n" +
 	"IssueToken\x12\x19.phx.v1.IssueTokenRequest\x1a\x1a.phx.v1.IssueTokenResponse\x12F\n" +
@@ -302,15 +366,17 @@ var file_phx_v1_token_proto_depIdxs = []int32{
 	4, // 0: phx.v1.IssueTokenRequest.role:type_name -> phx.v1.Role
 	5, // 1: phx.v1.IssueTokenRequest.ttl:type_name -> google.protobuf.Duration
 	6, // 2: phx.v1.IssueTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	0, // 3: phx.v1.TokenService.IssueToken:input_type -> phx.v1.IssueTokenRequest
-	2, // 4: phx.v1.TokenService.RevokeToken:input_type -> phx.v1.RevokeTokenRequest
-	1, // 5: phx.v1.TokenService.IssueToken:output_type -> phx.v1.IssueTokenResponse
-	3, // 6: phx.v1.TokenService.RevokeToken:output_type -> phx.v1.RevokeTokenResponse
-	5, // [5:7] is the sub-list for method output_type
-	3, // [3:5] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	6, // 3: phx.v1.RevokeTokenResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	6, // 4: phx.v1.RevokeTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	0, // 5: phx.v1.TokenService.IssueToken:input_type -> phx.v1.IssueTokenRequest
+	2, // 6: phx.v1.TokenService.RevokeToken:input_type -> phx.v1.RevokeTokenRequest
+	1, // 7: phx.v1.TokenService.IssueToken:output_type -> phx.v1.IssueTokenResponse
+	3, // 8: phx.v1.TokenService.RevokeToken:output_type -> phx.v1.RevokeTokenResponse
+	7, // [7:9] is the sub-list for method output_type
+	5, // [5:7] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_phx_v1_token_proto_init() }

@@ -61,6 +61,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.ClientCA, "client-ca", "", "CA bundle that signs member client certificates (PEM)")
 	fs.StringVar(&cfg.Members, "members", "", "member registry file (JSON; reloaded on change)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9464)")
+	fs.StringVar(&cfg.TokenKeys, "token-keys", "", "directory of the Ed25519 keys that sign bearer tokens (default <data-dir>/tokens; replicas share one)")
+	fs.DurationVar(&cfg.TokenMaxTTL, "token-max-ttl", 30*24*time.Hour, "longest lifetime of an issued bearer token")
 	fs.DurationVar(&cfg.HealthRetention, "health-retention", 7*24*time.Hour, "how long health cells are kept")
 	fs.BoolVar(&cfg.SyncAlways, "sync-always", false, "fsync every write before acknowledging it (embedded NATS)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -119,7 +121,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	go func() {
 		for range hup {
 			if err := srv.ReloadMembers(); err != nil {
-				cfg.Logger.Warn("reload members", "err", err)
+				cfg.Logger.Warn("reload members and token keys", "err", err)
 			}
 		}
 	}()

@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
 	"github.com/phx-exchange/phx/internal/members"
+	"github.com/phx-exchange/phx/server/internal/token"
 )
 
 // Method is how a caller authenticated.
@@ -37,6 +39,10 @@ type Identity struct {
 	Method   Method
 	Expires  time.Time
 	Member   members.Member
+	// TokenID is the jti of the bearer token the caller used, if any.
+	TokenID string
+	// Scopes of the bearer token (nil for certificates: the role decides).
+	Scopes []string
 }
 
 // ErrUnauthenticated: no or bad credentials.
@@ -58,12 +64,15 @@ func FromContext(ctx context.Context) (*Identity, bool) {
 	return id, ok
 }
 
-// Authenticator verifies callers' certificates against the client CA and
-// maps them to members.
+// Authenticator verifies callers' certificates against the client CA, or
+// their bearer tokens against the hub's keys and revocations, and maps them
+// to members.
 type Authenticator struct {
 	roots    *x509.CertPool
 	registry *members.Store
 	now      func() time.Time
+	tokens   *token.Service
+	ledger   *token.Ledger
 
 	mu    sync.Mutex
 	cache map[[32]byte]cached
@@ -79,7 +88,16 @@ func New(roots *x509.CertPool, registry *members.Store) *Authenticator {
 	return &Authenticator{roots: roots, registry: registry, now: time.Now, cache: map[[32]byte]cached{}}
 }
 
-// Authenticate returns the caller of ctx from its TLS peer certificate.
+// WithTokens lets callers authenticate with bearer tokens signed by svc and
+// not revoked in ledger.
+func (a *Authenticator) WithTokens(svc *token.Service, ledger *token.Ledger) *Authenticator {
+	a.tokens, a.ledger = svc, ledger
+	return a
+}
+
+// Authenticate returns the caller of ctx: from its bearer token when the
+// call carries "authorization: Bearer ...", else from its TLS client
+// certificate.
 func (a *Authenticator) Authenticate(ctx context.Context) (*Identity, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
@@ -90,8 +108,11 @@ func (a *Authenticator) Authenticate(ctx context.Context) (*Identity, error) {
 		return nil, fmt.Errorf("%w: not a TLS connection", ErrUnauthenticated)
 	}
 	certs := ti.State.PeerCertificates
+	if auth := metadata.ValueFromIncomingContext(ctx, "authorization"); len(auth) > 0 {
+		return a.fromToken(auth, certs)
+	}
 	if len(certs) == 0 {
-		return nil, fmt.Errorf("%w: no client certificate", ErrUnauthenticated)
+		return nil, fmt.Errorf("%w: no client certificate and no bearer token", ErrUnauthenticated)
 	}
 	leaf := certs[0]
 	spiffeID, err := a.verify(leaf, certs[1:])
@@ -108,6 +129,51 @@ func (a *Authenticator) Authenticate(ctx context.Context) (*Identity, error) {
 		return nil, fmt.Errorf("%w: org %q is not a member of this hub", ErrNotMember, org)
 	}
 	return &Identity{Org: org, Role: m.Role, Workload: workload, SPIFFEID: spiffeID, Method: MethodMTLS, Expires: leaf.NotAfter, Member: m}, nil
+}
+
+// fromToken authenticates a bearer token. A token bound to a certificate
+// (cnf.x5t#S256) is accepted only on a connection that presented that
+// certificate (the TLS handshake proved possession of its key).
+func (a *Authenticator) fromToken(auth []string, certs []*x509.Certificate) (*Identity, error) {
+	if a.tokens == nil {
+		return nil, fmt.Errorf("%w: this hub does not accept bearer tokens", ErrUnauthenticated)
+	}
+	if len(auth) != 1 {
+		return nil, fmt.Errorf("%w: more than one authorization header", ErrUnauthenticated)
+	}
+	raw, ok := strings.CutPrefix(auth[0], "Bearer ")
+	if !ok {
+		return nil, fmt.Errorf("%w: authorization header is not \"Bearer <token>\"", ErrUnauthenticated)
+	}
+	reg := a.registry.Get()
+	c, err := a.tokens.Verify(strings.TrimSpace(raw), reg.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	}
+	if a.ledger != nil && a.ledger.Revoked(c.ID) {
+		return nil, fmt.Errorf("%w: token %s has been revoked", ErrUnauthenticated, c.ID)
+	}
+	if c.Cnf != nil {
+		if len(certs) == 0 {
+			return nil, fmt.Errorf("%w: token is bound to a client certificate and this connection presented none", ErrUnauthenticated)
+		}
+		if token.CertThumbprint(certs[0].Raw) != c.Cnf.X5tS256 {
+			return nil, fmt.Errorf("%w: token is bound to another client certificate", ErrUnauthenticated)
+		}
+	}
+	m, ok := reg.Lookup(c.Subject)
+	if !ok {
+		return nil, fmt.Errorf("%w: token subject %q is not a member of this hub", ErrNotMember, c.Subject)
+	}
+	role := c.Role
+	if m.Role == members.RoleCERT {
+		// A token never gives a CERT more than read access.
+		role = members.RoleCERT
+	}
+	return &Identity{
+		Org: c.Subject, Role: role, Workload: "token", Method: MethodToken,
+		Expires: c.ExpiresAt.Time, Member: m, TokenID: c.ID, Scopes: c.Scopes(),
+	}, nil
 }
 
 // verify checks the chain against the client CA (with a small cache keyed by

@@ -54,6 +54,52 @@ var Table = map[string][]string{
 	phxv1.TokenService_RevokeToken_FullMethodName: {operator},
 }
 
+// Scope classes of methods: what a bearer token must carry to call one
+// (certificates are limited by their role alone). Tokens carry only read
+// and respond; write and admin methods need a certificate.
+const (
+	ScopeRead    = "read"
+	ScopeRespond = "respond"
+	ScopeWrite   = "write"
+	ScopeAdmin   = "admin"
+)
+
+// Scopes maps each method of Table to its scope class.
+var Scopes = map[string]string{
+	phxv1.IdentityService_WhoAmI_FullMethodName: ScopeRead,
+
+	phxv1.HealthService_PublishSignals_FullMethodName: ScopeWrite,
+
+	phxv1.RolloutService_AnnounceRollout_FullMethodName: ScopeWrite,
+	phxv1.RolloutService_UpdateRollout_FullMethodName:   ScopeWrite,
+	phxv1.RolloutService_GetRollout_FullMethodName:      ScopeRead,
+	phxv1.RolloutService_ListRollouts_FullMethodName:    ScopeRead,
+
+	phxv1.IncidentService_ReportIncident_FullMethodName: ScopeWrite,
+	phxv1.IncidentService_UpdateIncident_FullMethodName: ScopeWrite,
+	phxv1.IncidentService_AddPost_FullMethodName:        ScopeRespond,
+	phxv1.IncidentService_Respond_FullMethodName:        ScopeRespond,
+	phxv1.IncidentService_Acknowledge_FullMethodName:    ScopeRespond,
+	phxv1.IncidentService_GetIncident_FullMethodName:    ScopeRead,
+	phxv1.IncidentService_ListIncidents_FullMethodName:  ScopeRead,
+	phxv1.IncidentService_ListReceipts_FullMethodName:   ScopeRead,
+
+	phxv1.FeedService_Subscribe_FullMethodName: ScopeRead,
+
+	phxv1.TokenService_IssueToken_FullMethodName:  ScopeAdmin,
+	phxv1.TokenService_RevokeToken_FullMethodName: ScopeAdmin,
+}
+
+// AuthorizeScopes checks a bearer token's scopes for fullMethod.
+func AuthorizeScopes(fullMethod string, scopes []string) (Decision, error) {
+	need, ok := Scopes[fullMethod]
+	if !ok || !slices.Contains(scopes, need) {
+		return Decision{Rule: fmt.Sprintf("%s:scope=%s", fullMethod, need)},
+			fmt.Errorf("%w: a token with scopes %v may not call %s (needs %q)", ErrDenied, scopes, fullMethod, need)
+	}
+	return Decision{Allowed: true, Rule: fmt.Sprintf("%s:scope=%s", fullMethod, need)}, nil
+}
+
 // Public methods need no credentials at all.
 var Public = map[string]bool{
 	"/grpc.health.v1.Health/Check":                                   true,

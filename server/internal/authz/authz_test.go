@@ -193,3 +193,37 @@ func TestPublicMethods(t *testing.T) {
 		}
 	}
 }
+
+func TestScopesCoverEveryMethod(t *testing.T) {
+	for _, m := range registryMethods(t) {
+		sc, ok := authz.Scopes[m]
+		if !ok {
+			t.Errorf("%s has no scope class", m)
+			continue
+		}
+		if reads.MatchString(m) != (sc == authz.ScopeRead) {
+			t.Errorf("%s: scope class %q, but reads (and only reads) are %q", m, sc, authz.ScopeRead)
+		}
+	}
+	for m := range authz.Scopes {
+		if _, ok := authz.Table[m]; !ok {
+			t.Errorf("scope class for %s, which has no rule", m)
+		}
+	}
+}
+
+func TestTokenScopes(t *testing.T) {
+	tokenScopes := [][]string{nil, {authz.ScopeRead}, {authz.ScopeRead, authz.ScopeRespond}}
+	for _, scopes := range tokenScopes {
+		for _, m := range registryMethods(t) {
+			d, err := authz.AuthorizeScopes(m, scopes)
+			want := slices.Contains(scopes, authz.Scopes[m])
+			if d.Allowed != want || (err == nil) != want || d.Rule == "" {
+				t.Errorf("AuthorizeScopes(%s, %v) = %v, %v; want allowed %v", m, scopes, d, err, want)
+			}
+			if want && !reads.MatchString(m) && authz.Scopes[m] != authz.ScopeRespond {
+				t.Errorf("a token with %v may call %s, which writes", scopes, m)
+			}
+		}
+	}
+}

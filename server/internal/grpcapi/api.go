@@ -6,6 +6,8 @@ package grpcapi
 import (
 	"context"
 	"crypto/rand"
+	"errors"
+	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"strings"
@@ -24,6 +26,7 @@ import (
 	"github.com/phx-exchange/phx/server/internal/authz"
 	"github.com/phx-exchange/phx/server/internal/bus"
 	"github.com/phx-exchange/phx/server/internal/policy"
+	"github.com/phx-exchange/phx/server/internal/token"
 )
 
 // Config wires the services to the hub's parts.
@@ -32,6 +35,11 @@ type Config struct {
 	Registry      *members.Store
 	Authenticator *authn.Authenticator
 	Pseudonyms    *policy.Pseudonymizer
+	// Tokens signs bearer tokens; Ledger records and revokes them.
+	Tokens *token.Service
+	Ledger *token.Ledger
+	// TokenMaxTTL caps the lifetime of issued tokens (default 30 days).
+	TokenMaxTTL time.Duration
 	Metrics       *Metrics
 	Logger        *slog.Logger
 	// HealthMaxAge refuses cells older than the health stream keeps.
@@ -60,6 +68,9 @@ func New(cfg Config) *API {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
+	if cfg.TokenMaxTTL <= 0 {
+		cfg.TokenMaxTTL = DefaultTokenMaxTTL
+	}
 	return &API{cfg: cfg, log: cfg.Logger}
 }
 
@@ -70,7 +81,7 @@ func (a *API) Register(s grpc.ServiceRegistrar) {
 	phxv1.RegisterRolloutServiceServer(s, &rolloutSvc{a: a})
 	phxv1.RegisterIncidentServiceServer(s, &incidentSvc{a: a})
 	phxv1.RegisterFeedServiceServer(s, &feedSvc{a: a})
-	phxv1.RegisterTokenServiceServer(s, &tokenSvc{})
+	phxv1.RegisterTokenServiceServer(s, &tokenSvc{a: a})
 }
 
 func (a *API) authenticate(ctx context.Context, method string) (context.Context, error) {
@@ -86,6 +97,12 @@ func (a *API) authenticate(ctx context.Context, method string) (context.Context,
 	if _, err := authz.Authorize(method, id.Role); err != nil {
 		a.log.Info("authorization denied", "method", method, "org", id.Org, "role", id.Role, "err", err)
 		return ctx, err
+	}
+	if id.Method == authn.MethodToken {
+		if _, err := authz.AuthorizeScopes(method, id.Scopes); err != nil {
+			a.log.Info("authorization denied", "method", method, "org", id.Org, "token", id.TokenID, "err", err)
+			return ctx, err
+		}
 	}
 	return authn.NewContext(ctx, id), nil
 }
@@ -126,7 +143,37 @@ func (a *API) StreamInterceptor() grpc.StreamServerInterceptor {
 		if err != nil {
 			return toStatus(err)
 		}
-		return toStatus(handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx}))
+		ctx, stop := a.credentialBound(ctx)
+		defer stop()
+		err = handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+		if cause := context.Cause(ctx); errors.Is(cause, authn.ErrUnauthenticated) {
+			err = cause // the credential ended the stream
+		}
+		return toStatus(err)
+	}
+}
+
+// credentialBound ends a stream's context when the bearer token it was
+// opened with is revoked (on any replica) or expires.
+func (a *API) credentialBound(ctx context.Context) (context.Context, func()) {
+	id, _ := authn.FromContext(ctx)
+	if id == nil || id.Method != authn.MethodToken {
+		return ctx, func() {}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	expired := time.AfterFunc(time.Until(id.Expires), func() {
+		cancel(fmt.Errorf("%w: token %s expired", authn.ErrUnauthenticated, id.TokenID))
+	})
+	stopWatch := func() {}
+	if a.cfg.Ledger != nil {
+		stopWatch = a.cfg.Ledger.OnRevoke(id.TokenID, func() {
+			cancel(fmt.Errorf("%w: token %s has been revoked", authn.ErrUnauthenticated, id.TokenID))
+		})
+	}
+	return ctx, func() {
+		expired.Stop()
+		stopWatch()
+		cancel(nil)
 	}
 }
 
@@ -226,6 +273,8 @@ func (s *identitySvc) WhoAmI(ctx context.Context, _ *phxv1.WhoAmIRequest) (*phxv
 		CredentialExpiresAt: timestamppb.New(id.Expires),
 		SpiffeId:            id.SPIFFEID,
 		HubVersion:          version.String(),
+		TokenId:             id.TokenID,
+		TokenScopes:         id.Scopes,
 	}, nil
 }
 
@@ -245,6 +294,3 @@ func roleProto(r string) phxv1.Role {
 	return phxv1.Role_ROLE_UNSPECIFIED
 }
 
-type tokenSvc struct {
-	phxv1.UnimplementedTokenServiceServer
-}
