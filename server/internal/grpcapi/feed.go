@@ -192,6 +192,11 @@ func (s *feedSvc) Subscribe(req *phxv1.SubscribeRequest, stream grpc.ServerStrea
 			if !policy.Visible(r, env.Publisher, env.Audience) {
 				continue
 			}
+			if ok, err := s.currentVisible(ctx, fm, r); err != nil {
+				return err
+			} else if !ok {
+				continue
+			}
 			env = s.a.present(env, r)
 			if !ff.match(env) {
 				continue
@@ -222,4 +227,29 @@ func (s *feedSvc) Subscribe(req *phxv1.SubscribeRequest, stream grpc.ServerStrea
 			return ctx.Err()
 		}
 	}
+}
+
+// currentVisible reports whether r may see the current state of the rollout
+// or incident that fm is a revision of. An update may narrow an audience:
+// from then on an org narrowed out finds no revision of the item, not in a
+// replay or a resumed stream either. Health cells are never updated.
+func (s *feedSvc) currentVisible(ctx context.Context, fm bus.FeedMsg, r policy.Recipient) (bool, error) {
+	if fm.Stream != bus.FeedRollouts && fm.Stream != bus.FeedIncidents {
+		return true, nil
+	}
+	m, err := s.a.cfg.Bus.Last(ctx, fm.Stream.StreamName(), fm.Subject)
+	if errors.Is(err, bus.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if m.Seq == fm.Seq {
+		return true, nil // fm is the current revision
+	}
+	cur, err := decodeEnvelope(m.Data)
+	if err != nil {
+		return false, err
+	}
+	return policy.Visible(r, cur.Publisher, cur.Audience), nil
 }
