@@ -90,7 +90,7 @@ type Server struct {
 	log   *slog.Logger
 	ready chan struct{}
 
-	mu   sync.Mutex
+	mu     sync.Mutex
 	addr   net.Addr
 	bus    *bus.Bus
 	reg    *members.Store

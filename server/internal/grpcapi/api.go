@@ -40,8 +40,8 @@ type Config struct {
 	Ledger *token.Ledger
 	// TokenMaxTTL caps the lifetime of issued tokens (default 30 days).
 	TokenMaxTTL time.Duration
-	Metrics       *Metrics
-	Logger        *slog.Logger
+	Metrics     *Metrics
+	Logger      *slog.Logger
 	// HealthMaxAge refuses cells older than the health stream keeps.
 	HealthMaxAge time.Duration
 	// Draining is closed when the hub starts shutting down; live streams end
@@ -293,4 +293,3 @@ func roleProto(r string) phxv1.Role {
 	}
 	return phxv1.Role_ROLE_UNSPECIFIED
 }
-
