@@ -896,3 +896,34 @@ func TestPolicyWiden(t *testing.T) {
 		}
 	}
 }
+
+// TestPseudonymCoversOlderRevisions: once an update asks for a pseudonym,
+// a replay shows every revision of the item under it, so the revisions
+// before the update cannot link the pseudonym to the org.
+func TestPseudonymCoversOlderRevisions(t *testing.T) {
+	t.Parallel()
+	h := servertest.Start(t)
+	contoso, fabrikam, platform := as(t, h, "contoso"), as(t, h, "fabrikam"), as(t, h, "microsoft")
+	amber := &phxv1.Audience{Tlp: phxv1.Tlp_TLP_AMBER}
+	ro := announce(t, contoso, rollout(uniq("r-pseudo"), "contoso-av", amber))
+	if _, err := contoso.rollouts.UpdateRollout(testCtx(t), &phxv1.UpdateRolloutRequest{RolloutId: ro.RolloutId, ExpectedRevision: 1,
+		Rollout: &phxv1.Rollout{Audience: &phxv1.Audience{Tlp: phxv1.Tlp_TLP_AMBER, Pseudonymous: true}}, UpdateMask: mask("audience")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		reader *clients
+		name   string
+		real   bool
+	}{{fabrikam, "fabrikam", false}, {platform, "microsoft", true}} {
+		f := open(t, tc.reader, &phxv1.SubscribeRequest{Kinds: []phxv1.Kind{phxv1.Kind_KIND_ROLLOUT}, Start: &phxv1.SubscribeRequest_Cursor{Cursor: "h0.r0.i0.a0"}})
+		for _, env := range f.items(2) {
+			if got := env.GetRollout().GetPublisher(); tc.real != (got == "contoso") || tc.real != (env.Publisher == "contoso") {
+				t.Errorf("%s: revision %d shown as published by %q/%q", tc.name, env.GetRollout().GetRevision(), env.Publisher, got)
+			}
+			if !tc.real && !pseudonym.MatchString(env.Publisher) {
+				t.Errorf("%s: revision %d shown as published by %q, want a pseudonym", tc.name, env.GetRollout().GetRevision(), env.Publisher)
+			}
+		}
+		f.close()
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
 	"github.com/phx-exchange/phx/server/internal/authn"
@@ -192,10 +193,17 @@ func (s *feedSvc) Subscribe(req *phxv1.SubscribeRequest, stream grpc.ServerStrea
 			if !policy.Visible(r, env.Publisher, env.Audience) {
 				continue
 			}
-			if ok, err := s.currentVisible(ctx, fm, r); err != nil {
+			ok, pseudo, err := s.currentVisible(ctx, fm, r)
+			if err != nil {
 				return err
 			} else if !ok {
 				continue
+			}
+			if pseudo && !env.Audience.GetPseudonymous() {
+				// Shown under a pseudonym now: so are its older revisions,
+				// or they would link the pseudonym to the org.
+				env.Audience = proto.CloneOf(env.Audience)
+				env.Audience.Pseudonymous = true
 			}
 			env = s.a.present(env, r)
 			if !ff.match(env) {
@@ -232,24 +240,25 @@ func (s *feedSvc) Subscribe(req *phxv1.SubscribeRequest, stream grpc.ServerStrea
 // currentVisible reports whether r may see the current state of the rollout
 // or incident that fm is a revision of. An update may narrow an audience:
 // from then on an org narrowed out finds no revision of the item, not in a
-// replay or a resumed stream either. Health cells are never updated.
-func (s *feedSvc) currentVisible(ctx context.Context, fm bus.FeedMsg, r policy.Recipient) (bool, error) {
+// replay or a resumed stream either. Health cells are never updated. It
+// also reports whether the current revision asks for a pseudonym.
+func (s *feedSvc) currentVisible(ctx context.Context, fm bus.FeedMsg, r policy.Recipient) (visible, pseudonymous bool, err error) {
 	if fm.Stream != bus.FeedRollouts && fm.Stream != bus.FeedIncidents {
-		return true, nil
+		return true, false, nil
 	}
 	m, err := s.a.cfg.Bus.Last(ctx, fm.Stream.StreamName(), fm.Subject)
 	if errors.Is(err, bus.ErrNotFound) {
-		return false, nil
+		return false, false, nil
 	}
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	if m.Seq == fm.Seq {
-		return true, nil // fm is the current revision
+		return true, false, nil // fm is the current revision
 	}
 	cur, err := decodeEnvelope(m.Data)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
-	return policy.Visible(r, cur.Publisher, cur.Audience), nil
+	return policy.Visible(r, cur.Publisher, cur.Audience), cur.Audience.GetPseudonymous(), nil
 }
