@@ -307,3 +307,140 @@ func TestTokenAttacks(t *testing.T) {
 		})
 	}
 }
+
+// TestTokenRevocationEndsStreams: revoking a token ends the live streams
+// opened with it, and expiry ends them too.
+func TestTokenRevocationEndsStreams(t *testing.T) {
+	t.Parallel()
+	h := servertest.Start(t)
+	ctx := testCtx(t)
+
+	tok := issueToken(t, h, &phxv1.IssueTokenRequest{Org: "national-cert", Role: phxv1.Role_ROLE_CERT})
+	c := withToken(t, h, tok.Token)
+	f := open(t, c, &phxv1.SubscribeRequest{})
+	other := open(t, withToken(t, h, issueToken(t, h, &phxv1.IssueTokenRequest{Org: "national-cert", Role: phxv1.Role_ROLE_CERT}).Token), &phxv1.SubscribeRequest{})
+	resp, err := as(t, h, "operator").token.RevokeToken(ctx, &phxv1.RevokeTokenRequest{Jti: tok.Jti})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Org != "national-cert" || resp.RevokedAt == nil || !resp.ExpiresAt.AsTime().Equal(tok.ExpiresAt.AsTime()) {
+		t.Fatalf("RevokeToken answered %v", resp)
+	}
+	err = f.recvErr()
+	wantStatus(t, err, codes.Unauthenticated, "")
+	if !strings.Contains(status.Convert(err).Message(), "revoked") {
+		t.Fatalf("stream ended with %v, want the revocation named", err)
+	}
+	_, err = c.identity.WhoAmI(ctx, &phxv1.WhoAmIRequest{})
+	wantStatus(t, err, codes.Unauthenticated, "")
+	// Revoking again is not an error; another token's stream goes on.
+	if _, err := as(t, h, "operator").token.RevokeToken(ctx, &phxv1.RevokeTokenRequest{Jti: tok.Jti}); err != nil {
+		t.Fatalf("second revocation: %v", err)
+	}
+	r := announce(t, as(t, h, "contoso"), rollout(uniq("r-after-revoke"), "contoso-av", green()))
+	if env := other.next(); env.GetRollout().GetRolloutId() != r.RolloutId {
+		t.Fatalf("the other token's stream got %v", env)
+	}
+
+	// Revocations survive a restart.
+	h.Restart(t)
+	_, err = withToken(t, h, tok.Token).identity.WhoAmI(ctx, &phxv1.WhoAmIRequest{})
+	wantStatus(t, err, codes.Unauthenticated, "")
+
+	// A stream ends when its token expires.
+	short, err := hubTokens(t, h).SignClaims(func() *token.Claims {
+		c := claims("national-cert", "cert")
+		c.ExpiresAt = jwt.NewNumericDate(time.Now().Add(2 * time.Second))
+		return c
+	}())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = open(t, withToken(t, h, short), &phxv1.SubscribeRequest{}).recvErr()
+	wantStatus(t, err, codes.Unauthenticated, "")
+	if !strings.Contains(status.Convert(err).Message(), "expired") {
+		t.Fatalf("stream ended with %v, want expiry named", err)
+	}
+	t.Logf("stream of a token valid for 2s ended after %s", time.Since(start).Round(time.Millisecond))
+}
+
+// TestTokenKeyRotation: a new key can be made active while the old one
+// still verifies; removing the old key ends its tokens.
+func TestTokenKeyRotation(t *testing.T) {
+	t.Parallel()
+	h := servertest.Start(t)
+	ctx := testCtx(t)
+	dir := filepath.Join(h.DataDir, "tokens")
+	old := issueToken(t, h, &phxv1.IssueTokenRequest{Org: "national-cert", Role: phxv1.Role_ROLE_CERT})
+	kid, err := token.GenerateKey(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fresh *phxv1.IssueTokenResponse
+	eventually(t, "the hub signs with the new key", func() error {
+		fresh = issueToken(t, h, &phxv1.IssueTokenRequest{Org: "national-cert", Role: phxv1.Role_ROLE_CERT})
+		if fresh.Kid != kid {
+			return errNotYet
+		}
+		return nil
+	})
+	for name, tok := range map[string]string{"old": old.Token, "new": fresh.Token} {
+		if _, err := withToken(t, h, tok).identity.WhoAmI(ctx, &phxv1.WhoAmIRequest{}); err != nil {
+			t.Fatalf("%s key's token after rotation: %v", name, err)
+		}
+	}
+	if err := os.Remove(filepath.Join(dir, old.Kid+".key")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the old key's tokens are refused", func() error {
+		_, err := withToken(t, h, old.Token).identity.WhoAmI(ctx, &phxv1.WhoAmIRequest{})
+		if !isCode(err, codes.Unauthenticated) {
+			return errNotYet
+		}
+		return nil
+	})
+	if _, err := withToken(t, h, fresh.Token).identity.WhoAmI(ctx, &phxv1.WhoAmIRequest{}); err != nil {
+		t.Fatalf("new key's token: %v", err)
+	}
+}
+
+// TestTokenRevocationAcrossReplicas: two hubs on one NATS JetStream
+// cluster; a token revoked through one is refused by the other, and the
+// other ends the live stream held with it.
+func TestTokenRevocationAcrossReplicas(t *testing.T) {
+	url := extStartNATS(t, 3)
+	a := servertest.Start(t, servertest.WithNATSURL(url, 3))
+	b := servertest.Start(t, servertest.WithNATSURL(url, 3), servertest.WithDataDir(a.DataDir))
+	ctx := testCtx(t)
+
+	tok := issueToken(t, a, &phxv1.IssueTokenRequest{Org: "national-cert", Role: phxv1.Role_ROLE_CERT})
+	onB := withToken(t, b, tok.Token)
+	if _, err := onB.identity.WhoAmI(ctx, &phxv1.WhoAmIRequest{}); err != nil {
+		t.Fatalf("a token issued by one replica is refused by the other: %v", err)
+	}
+	f := open(t, onB, &phxv1.SubscribeRequest{})
+	ended := make(chan error, 1)
+	go func() {
+		_, err := f.stream.Recv()
+		for err == nil {
+			_, err = f.stream.Recv()
+		}
+		ended <- err
+	}()
+	start := time.Now()
+	if _, err := as(t, a, "operator").token.RevokeToken(ctx, &phxv1.RevokeTokenRequest{Jti: tok.Jti}); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-ended:
+	case <-time.After(waitFor):
+		t.Fatal("the other replica did not end the stream of a revoked token")
+	}
+	took := time.Since(start)
+	wantStatus(t, err, codes.Unauthenticated, "")
+	_, err = onB.identity.WhoAmI(ctx, &phxv1.WhoAmIRequest{})
+	wantStatus(t, err, codes.Unauthenticated, "")
+	t.Logf("revoked through one replica: the other ended the token's stream %s after the call began", took.Round(time.Millisecond))
+}
