@@ -325,10 +325,11 @@ func (c *Client) IssueToken(ctx context.Context, req *phxv1.IssueTokenRequest) (
 	return resp, toError(err)
 }
 
-// RevokeToken revokes a token by its jti (operators only).
-func (c *Client) RevokeToken(ctx context.Context, jti string) error {
-	_, err := invoke(ctx, c, "RevokeToken", func(ctx context.Context) (*phxv1.RevokeTokenResponse, error) {
+// RevokeToken revokes a token by its jti (operators only). Every hub
+// replica refuses the token at once and ends the streams held with it.
+// Revoking twice is safe, so it is retried like a read.
+func (c *Client) RevokeToken(ctx context.Context, jti string) (*phxv1.RevokeTokenResponse, error) {
+	return invoke(ctx, c, "RevokeToken", func(ctx context.Context) (*phxv1.RevokeTokenResponse, error) {
 		return c.tokens.RevokeToken(ctx, &phxv1.RevokeTokenRequest{Jti: jti})
 	})
-	return err
 }

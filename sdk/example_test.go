@@ -7,6 +7,8 @@ import (
 	"log"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
 	"github.com/phx-exchange/phx/sdk"
 )
@@ -235,5 +237,47 @@ func ExampleError() {
 	// Output:
 	// true
 	// permission denied | rollout.product
+	// true
+}
+
+// A CERT reads with a bearer token over server-authenticated TLS, without
+// a client certificate. The hub's operator issues the token (here with the
+// operator's certificate; `phx token issue` on the command line).
+func ExampleWithToken() {
+	ctx := context.Background()
+	op, err := sdk.New(hub.Addr, sdk.WithCertFiles(hub.PKI.CACert(), hub.PKI.OrgCert("operator"), hub.PKI.OrgKey("operator")))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer op.Close()
+	tok, err := op.IssueToken(ctx, &phxv1.IssueTokenRequest{Org: "national-cert", Role: phxv1.Role_ROLE_CERT, Ttl: durationpb.New(time.Hour)})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	cert, err := sdk.New(hub.Addr, sdk.WithCAFile(hub.PKI.CACert()), sdk.WithToken(tok.GetToken()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cert.Close()
+	who, err := cert.WhoAmI(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(who.GetOrg(), who.GetRole(), who.GetAuthMethod(), who.GetTokenScopes())
+
+	// A read-only token cannot publish.
+	_, err = cert.PublishSignals(ctx, []*phxv1.HealthSignal{cell("ex-" + unique() + "-token")})
+	fmt.Println(errors.Is(err, sdk.ErrPermissionDenied))
+
+	// Once revoked, the token is refused.
+	if _, err := op.RevokeToken(ctx, tok.GetJti()); err != nil {
+		log.Fatal(err)
+	}
+	_, err = cert.WhoAmI(ctx)
+	fmt.Println(errors.Is(err, sdk.ErrUnauthenticated))
+	// Output:
+	// national-cert ROLE_CERT AUTH_METHOD_TOKEN [read]
+	// true
 	// true
 }

@@ -380,7 +380,7 @@ func TestThinWrappers(t *testing.T) {
 		"Acknowledge":  func() error { _, err := c.Acknowledge(ctx, "INC-0000000000"); return err },
 		"ListReceipts": func() error { _, err := c.ListReceipts(ctx, "INC-0000000000"); return err },
 		"IssueToken":   func() error { _, err := c.IssueToken(ctx, &phxv1.IssueTokenRequest{Org: "national-cert"}); return err },
-		"RevokeToken":  func() error { return c.RevokeToken(ctx, "jti") },
+		"RevokeToken":  func() error { _, err := c.RevokeToken(ctx, "jti"); return err },
 	}
 	for name, call := range calls {
 		err := call()

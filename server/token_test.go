@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/phx-exchange/phx/internal/tokenkeys"
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
 	"github.com/phx-exchange/phx/server/internal/token"
 	"github.com/phx-exchange/phx/server/servertest"
@@ -264,7 +265,7 @@ func TestTokenAttacks(t *testing.T) {
 		reason string
 	}{
 		{"wrong signing key, the hub's kid", "Bearer " + signWith(otherKey, kid, claims("national-cert", "cert")), noCert, codes.Unauthenticated, "signature is invalid"},
-		{"wrong signing key, its own kid", "Bearer " + signWith(otherKey, token.Thumbprint(otherKey.Public().(ed25519.PublicKey)), claims("national-cert", "cert")), noCert, codes.Unauthenticated, "unknown signing key"},
+		{"wrong signing key, its own kid", "Bearer " + signWith(otherKey, tokenkeys.Thumbprint(otherKey.Public().(ed25519.PublicKey)), claims("national-cert", "cert")), noCert, codes.Unauthenticated, "unknown signing key"},
 		{"alg none", "Bearer " + none, noCert, codes.Unauthenticated, "signing method none is invalid"},
 		{"HS256 signed with the public key", "Bearer " + hsWith(hubPub), noCert, codes.Unauthenticated, "signing method HS256 is invalid"},
 		{"HS256 signed with the public key's PEM", "Bearer " + hsWith(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})), noCert, codes.Unauthenticated, "signing method HS256 is invalid"},
@@ -373,7 +374,7 @@ func TestTokenKeyRotation(t *testing.T) {
 	ctx := testCtx(t)
 	dir := filepath.Join(h.DataDir, "tokens")
 	old := issueToken(t, h, &phxv1.IssueTokenRequest{Org: "national-cert", Role: phxv1.Role_ROLE_CERT})
-	kid, err := token.GenerateKey(dir, true)
+	kid, err := tokenkeys.GenerateKey(dir, true)
 	if err != nil {
 		t.Fatal(err)
 	}

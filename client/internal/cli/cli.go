@@ -119,8 +119,11 @@ func commands() []*command {
 			incidentReportCmd(), incidentUpdateCmd(), incidentShowCmd(), incidentListCmd(),
 		}},
 		watchCmd(),
-		{name: "pki", summary: "create a development PKI and member certificates", subs: []*command{
-			pkiInitCmd(), pkiIssueCmd(),
+		{name: "token", summary: "issue and revoke bearer tokens (operator)", subs: []*command{
+			tokenIssueCmd(), tokenRevokeCmd(),
+		}},
+		{name: "pki", summary: "create a development PKI, member certificates and token keys", subs: []*command{
+			pkiInitCmd(), pkiIssueCmd(), pkiTokenKeyCmd(),
 		}},
 		versionCmd(),
 		{name: "help", args: "[COMMAND]", summary: "show help for phx or a command"},

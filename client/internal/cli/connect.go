@@ -39,6 +39,12 @@ func (e *env) connect(opts ...sdk.Option) (*sdk.Client, error) {
 		}
 		opts = append(opts, sdk.WithCertFiles(ca, cert, key), sdk.WithToken(g.token))
 	case g.token != "":
+		if ca == "" {
+			// A token with no --ca: the dev hub's CA, when there is one.
+			if dev := (pki.Layout{DataDir: g.dataDir}).CACert(); exists(dev) {
+				ca = dev
+			}
+		}
 		opts = append(opts, sdk.WithCAFile(ca), sdk.WithToken(g.token))
 	default:
 		return nil, usagef("", "no credentials: use --as ORG, --cert and --key, or --token (or PHX_CERT and PHX_KEY, or PHX_TOKEN)")

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/phx-exchange/phx/internal/tokenkeys"
 )
 
 // Roles a token may grant.
@@ -100,12 +102,12 @@ type Service struct {
 	now func() time.Time
 
 	mu   sync.RWMutex
-	keys *KeySet
+	keys *tokenkeys.KeySet
 }
 
 // NewService loads the keys of dir, creating a first key if it has none.
 func NewService(dir string) (*Service, error) {
-	ks, err := LoadKeys(dir, true)
+	ks, err := tokenkeys.Load(dir, true)
 	if err != nil {
 		return nil, err
 	}
@@ -114,8 +116,8 @@ func NewService(dir string) (*Service, error) {
 
 // Reload rereads the key directory (after a rotation). On error the keys
 // in use are kept.
-func (s *Service) Reload() (*KeySet, error) {
-	ks, err := LoadKeys(s.dir, false)
+func (s *Service) Reload() (*tokenkeys.KeySet, error) {
+	ks, err := tokenkeys.Load(s.dir, false)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +128,7 @@ func (s *Service) Reload() (*KeySet, error) {
 }
 
 // Keys returns the keys in use.
-func (s *Service) Keys() *KeySet {
+func (s *Service) Keys() *tokenkeys.KeySet {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.keys
@@ -175,7 +177,7 @@ func (s *Service) SignClaims(c jwt.Claims) (string, error) {
 	ks := s.Keys()
 	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
 	t.Header["kid"] = ks.Kid
-	return t.SignedString(ks.signer)
+	return t.SignedString(ks.Signer())
 }
 
 // Verify parses and checks a token for a hub in trust domain td: the
@@ -188,8 +190,8 @@ func (s *Service) Verify(raw, td string) (*Claims, error) {
 	c := &Claims{}
 	_, err := jwt.ParseWithClaims(raw, c, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
-		pub, ok := ks.verify[kid]
-		if !ok {
+		pub := ks.PublicKey(kid)
+		if pub == nil {
 			return nil, fmt.Errorf("unknown signing key %q", kid)
 		}
 		return pub, nil

@@ -1,4 +1,7 @@
-package token
+// Package tokenkeys manages the directory of Ed25519 keys that sign and
+// verify the hub's bearer tokens. The hub reads it; `phx pki token-key`
+// adds keys for rotation.
+package tokenkeys
 
 import (
 	"crypto/ed25519"
@@ -35,6 +38,9 @@ type KeySet struct {
 	signer ed25519.PrivateKey
 	verify map[string]ed25519.PublicKey
 }
+
+// Signer is the active private key.
+func (k *KeySet) Signer() ed25519.PrivateKey { return k.signer }
 
 // Kids lists the verification keys' ids, sorted.
 func (k *KeySet) Kids() []string {
@@ -97,9 +103,9 @@ func writeAtomic(path string, data []byte) error {
 	return os.Rename(tmp, path)
 }
 
-// LoadKeys reads the key directory. If it holds no key and create is set,
+// Load reads the key directory. If it holds no key and create is set,
 // it generates one and makes it active.
-func LoadKeys(dir string, create bool) (*KeySet, error) {
+func Load(dir string, create bool) (*KeySet, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
@@ -155,7 +161,7 @@ func LoadKeys(dir string, create bool) (*KeySet, error) {
 		if _, err := GenerateKey(dir, true); err != nil {
 			return nil, err
 		}
-		return LoadKeys(dir, false)
+		return Load(dir, false)
 	}
 	active, err := os.ReadFile(filepath.Join(dir, activeFile))
 	switch {
