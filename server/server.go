@@ -71,6 +71,10 @@ type Config struct {
 	// SyncAlways fsyncs every JetStream write before acknowledging it
 	// (embedded server only).
 	SyncAlways bool
+	// KDevices and KTenants are the minimum cohorts: a health cell with
+	// fewer exposed devices or distinct tenants (or a failure bucket with
+	// fewer devices) is refused (defaults 50 and 5).
+	KDevices, KTenants uint32
 	// TokenKeys is the directory of the Ed25519 keys that sign and verify
 	// bearer tokens (default <DataDir>/tokens; a first key is generated if it
 	// holds none). Hub replicas share one: copy it to each. Reloaded on
@@ -268,6 +272,7 @@ func (s *Server) Run(ctx context.Context) error {
 		Tokens:        tokens,
 		Ledger:        ledger,
 		TokenMaxTTL:   cfg.TokenMaxTTL,
+		Privacy:       grpcapi.Privacy{KDevices: cfg.KDevices, KTenants: cfg.KTenants},
 		Pseudonyms:    policy.NewPseudonymizer(secret),
 		Metrics:       grpcapi.NewMetrics(promReg),
 		Logger:        s.log,

@@ -31,11 +31,11 @@ func TestPublishSignalsValidation(t *testing.T) {
 		openHour = openHour.Add(time.Hour)
 	}
 	failure := func(f ...func(*phxv1.TopFailure)) []*phxv1.TopFailure {
-		tf := &phxv1.TopFailure{BugcheckCode: "0x50", Module: "csagent.sys", ModuleVersion: "7.16.18", Devices: 3}
+		tf := &phxv1.TopFailure{BugcheckCode: "0x50", Module: "csagent.sys", ModuleVersion: "7.16.18", Devices: 60}
 		for _, fn := range f {
 			fn(tf)
 		}
-		return []*phxv1.TopFailure{{BugcheckCode: "0x7E", Devices: 1}, tf}
+		return []*phxv1.TopFailure{{BugcheckCode: "0x7E", Devices: 50}, tf}
 	}
 	many := func(n int) []string {
 		out := make([]string, n)

@@ -347,7 +347,10 @@ type ItemError struct {
 	// or "top_failures[2].devices".
 	Field string `protobuf:"bytes,2,opt,name=field,proto3" json:"field,omitempty"`
 	// A human-readable description.
-	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// The rule that refused the item, when it is a hub setting, e.g.
+	// "k_devices=50" (minimum cohort).
+	Rule          string `protobuf:"bytes,4,opt,name=rule,proto3" json:"rule,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -403,6 +406,70 @@ func (x *ItemError) GetMessage() string {
 	return ""
 }
 
+func (x *ItemError) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+// Privacy is the hub's privacy settings, which publishers follow
+// (DESIGN.md section 8).
+type Privacy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Cells need at least this many exposed devices, and every top_failures
+	// bucket at least this many devices.
+	KDevices uint32 `protobuf:"varint,1,opt,name=k_devices,json=kDevices,proto3" json:"k_devices,omitempty"`
+	// Cells need at least this many distinct tenants.
+	KTenants      uint32 `protobuf:"varint,2,opt,name=k_tenants,json=kTenants,proto3" json:"k_tenants,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Privacy) Reset() {
+	*x = Privacy{}
+	mi := &file_phx_v1_common_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Privacy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Privacy) ProtoMessage() {}
+
+func (x *Privacy) ProtoReflect() protoreflect.Message {
+	mi := &file_phx_v1_common_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Privacy.ProtoReflect.Descriptor instead.
+func (*Privacy) Descriptor() ([]byte, []int) {
+	return file_phx_v1_common_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Privacy) GetKDevices() uint32 {
+	if x != nil {
+		return x.KDevices
+	}
+	return 0
+}
+
+func (x *Privacy) GetKTenants() uint32 {
+	if x != nil {
+		return x.KTenants
+	}
+	return 0
+}
+
 var File_phx_v1_common_proto protoreflect.FileDescriptor
 
 const file_phx_v1_common_proto_rawDesc = "" +
@@ -411,11 +478,15 @@ const file_phx_v1_common_proto_rawDesc = "" +
 	"\bAudience\x12\x1d\n" +
 	"\x03tlp\x18\x01 \x01(\x0e2\v.phx.v1.TlpR\x03tlp\x12\x12\n" +
 	"\x04orgs\x18\x02 \x03(\tR\x04orgs\x12\"\n" +
-	"\fpseudonymous\x18\x03 \x01(\bR\fpseudonymous\"O\n" +
+	"\fpseudonymous\x18\x03 \x01(\bR\fpseudonymous\"c\n" +
 	"\tItemError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x14\n" +
 	"\x05field\x18\x02 \x01(\tR\x05field\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage*j\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x12\n" +
+	"\x04rule\x18\x04 \x01(\tR\x04rule\"C\n" +
+	"\aPrivacy\x12\x1b\n" +
+	"\tk_devices\x18\x01 \x01(\rR\bkDevices\x12\x1b\n" +
+	"\tk_tenants\x18\x02 \x01(\rR\bkTenants*j\n" +
 	"\x03Tlp\x12\x13\n" +
 	"\x0fTLP_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tTLP_CLEAR\x10\x01\x12\r\n" +
@@ -458,7 +529,7 @@ func file_phx_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_phx_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_phx_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_phx_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_phx_v1_common_proto_goTypes = []any{
 	(Tlp)(0),          // 0: phx.v1.Tlp
 	(Role)(0),         // 1: phx.v1.Role
@@ -466,6 +537,7 @@ var file_phx_v1_common_proto_goTypes = []any{
 	(Severity)(0),     // 3: phx.v1.Severity
 	(*Audience)(nil),  // 4: phx.v1.Audience
 	(*ItemError)(nil), // 5: phx.v1.ItemError
+	(*Privacy)(nil),   // 6: phx.v1.Privacy
 }
 var file_phx_v1_common_proto_depIdxs = []int32{
 	0, // 0: phx.v1.Audience.tlp:type_name -> phx.v1.Tlp
@@ -487,7 +559,7 @@ func file_phx_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_phx_v1_common_proto_rawDesc), len(file_phx_v1_common_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

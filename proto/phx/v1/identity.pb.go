@@ -135,7 +135,9 @@ type WhoAmIResponse struct {
 	// The id (jti) of the bearer token used, when the caller used one.
 	TokenId string `protobuf:"bytes,10,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
 	// The token's scopes ("read", "respond"), when the caller used one.
-	TokenScopes   []string `protobuf:"bytes,11,rep,name=token_scopes,json=tokenScopes,proto3" json:"token_scopes,omitempty"`
+	TokenScopes []string `protobuf:"bytes,11,rep,name=token_scopes,json=tokenScopes,proto3" json:"token_scopes,omitempty"`
+	// The hub's privacy thresholds, which published cells must meet.
+	Privacy       *Privacy `protobuf:"bytes,12,opt,name=privacy,proto3" json:"privacy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -247,12 +249,19 @@ func (x *WhoAmIResponse) GetTokenScopes() []string {
 	return nil
 }
 
+func (x *WhoAmIResponse) GetPrivacy() *Privacy {
+	if x != nil {
+		return x.Privacy
+	}
+	return nil
+}
+
 var File_phx_v1_identity_proto protoreflect.FileDescriptor
 
 const file_phx_v1_identity_proto_rawDesc = "" +
 	"\n" +
 	"\x15phx/v1/identity.proto\x12\x06phx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13phx/v1/common.proto\"\x0f\n" +
-	"\rWhoAmIRequest\"\xa0\x03\n" +
+	"\rWhoAmIRequest\"\xcb\x03\n" +
 	"\x0eWhoAmIResponse\x12\x10\n" +
 	"\x03org\x18\x01 \x01(\tR\x03org\x12 \n" +
 	"\x04role\x18\x02 \x01(\x0e2\f.phx.v1.RoleR\x04role\x12\x1a\n" +
@@ -267,7 +276,8 @@ const file_phx_v1_identity_proto_rawDesc = "" +
 	"hubVersion\x12\x19\n" +
 	"\btoken_id\x18\n" +
 	" \x01(\tR\atokenId\x12!\n" +
-	"\ftoken_scopes\x18\v \x03(\tR\vtokenScopes*V\n" +
+	"\ftoken_scopes\x18\v \x03(\tR\vtokenScopes\x12)\n" +
+	"\aprivacy\x18\f \x01(\v2\x0f.phx.v1.PrivacyR\aprivacy*V\n" +
 	"\n" +
 	"AuthMethod\x12\x1b\n" +
 	"\x17AUTH_METHOD_UNSPECIFIED\x10\x00\x12\x14\n" +
@@ -296,18 +306,20 @@ var file_phx_v1_identity_proto_goTypes = []any{
 	(*WhoAmIResponse)(nil),        // 2: phx.v1.WhoAmIResponse
 	(Role)(0),                     // 3: phx.v1.Role
 	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*Privacy)(nil),               // 5: phx.v1.Privacy
 }
 var file_phx_v1_identity_proto_depIdxs = []int32{
 	3, // 0: phx.v1.WhoAmIResponse.role:type_name -> phx.v1.Role
 	0, // 1: phx.v1.WhoAmIResponse.auth_method:type_name -> phx.v1.AuthMethod
 	4, // 2: phx.v1.WhoAmIResponse.credential_expires_at:type_name -> google.protobuf.Timestamp
-	1, // 3: phx.v1.IdentityService.WhoAmI:input_type -> phx.v1.WhoAmIRequest
-	2, // 4: phx.v1.IdentityService.WhoAmI:output_type -> phx.v1.WhoAmIResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	5, // 3: phx.v1.WhoAmIResponse.privacy:type_name -> phx.v1.Privacy
+	1, // 4: phx.v1.IdentityService.WhoAmI:input_type -> phx.v1.WhoAmIRequest
+	2, // 5: phx.v1.IdentityService.WhoAmI:output_type -> phx.v1.WhoAmIResponse
+	5, // [5:6] is the sub-list for method output_type
+	4, // [4:5] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_phx_v1_identity_proto_init() }

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -61,6 +62,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.ClientCA, "client-ca", "", "CA bundle that signs member client certificates (PEM)")
 	fs.StringVar(&cfg.Members, "members", "", "member registry file (JSON; reloaded on change)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9464)")
+	fs.Func("k-devices", "minimum cohort: fewest exposed devices in a health cell or failure bucket (default 50)", uintFlag(&cfg.KDevices))
+	fs.Func("k-tenants", "minimum cohort: fewest distinct tenants in a health cell (default 5)", uintFlag(&cfg.KTenants))
 	fs.StringVar(&cfg.TokenKeys, "token-keys", "", "directory of the Ed25519 keys that sign bearer tokens (default <data-dir>/tokens; replicas share one)")
 	fs.DurationVar(&cfg.TokenMaxTTL, "token-max-ttl", 30*24*time.Hour, "longest lifetime of an issued bearer token")
 	fs.DurationVar(&cfg.HealthRetention, "health-retention", 7*24*time.Hour, "how long health cells are kept")
@@ -159,4 +162,16 @@ or with the environment:
   export PHX_HUB=%s PHX_CA=%s PHX_CERT=%s PHX_KEY=%s
 
 `, addr, l.CACert(), l.Members(), addr, l.CACert(), l.OrgCert("contoso"), l.OrgKey("contoso"))
+}
+
+// uintFlag parses a positive count into *v.
+func uintFlag(v *uint32) func(string) error {
+	return func(s string) error {
+		n, err := strconv.ParseUint(s, 10, 32)
+		if err != nil || n == 0 {
+			return fmt.Errorf("%q is not a positive count", s)
+		}
+		*v = uint32(n)
+		return nil
+	}
 }

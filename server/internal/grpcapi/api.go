@@ -42,6 +42,8 @@ type Config struct {
 	TokenMaxTTL time.Duration
 	Metrics     *Metrics
 	Logger      *slog.Logger
+	// Privacy sets the minimum cohorts (defaults: 50 devices, 5 tenants).
+	Privacy Privacy
 	// HealthMaxAge refuses cells older than the health stream keeps.
 	HealthMaxAge time.Duration
 	// Draining is closed when the hub starts shutting down; live streams end
@@ -68,6 +70,7 @@ func New(cfg Config) *API {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
+	cfg.Privacy.defaults()
 	if cfg.TokenMaxTTL <= 0 {
 		cfg.TokenMaxTTL = DefaultTokenMaxTTL
 	}
@@ -275,6 +278,7 @@ func (s *identitySvc) WhoAmI(ctx context.Context, _ *phxv1.WhoAmIRequest) (*phxv
 		HubVersion:          version.String(),
 		TokenId:             id.TokenID,
 		TokenScopes:         id.Scopes,
+		Privacy:             &phxv1.Privacy{KDevices: s.a.cfg.Privacy.KDevices, KTenants: s.a.cfg.Privacy.KTenants},
 	}, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
 	"github.com/phx-exchange/phx/server/internal/authn"
 	"github.com/phx-exchange/phx/server/internal/authz"
 	"github.com/phx-exchange/phx/server/internal/bus"
@@ -20,6 +21,8 @@ type fieldError struct {
 	code  codes.Code
 	field string
 	msg   string
+	// rule names a hub setting that refused the request, e.g. "k_devices=50".
+	rule string
 }
 
 func (e *fieldError) Error() string {
@@ -41,6 +44,12 @@ func precondition(field, format string, args ...any) *fieldError {
 	return &fieldError{code: codes.FailedPrecondition, field: field, msg: fmt.Sprintf(format, args...)}
 }
 
+// cohort refuses a count under a minimum-cohort threshold.
+func cohort(field, setting string, got, min uint32, what string) *fieldError {
+	return &fieldError{code: codes.FailedPrecondition, field: field, rule: fmt.Sprintf("%s=%d", setting, min),
+		msg: fmt.Sprintf("%d %s is under this hub's minimum cohort of %d (%s); roll the cell up to a wider region, window or OS version", got, what, min, setting)}
+}
+
 func exhausted(field, format string, args ...any) *fieldError {
 	return &fieldError{code: codes.ResourceExhausted, field: field, msg: fmt.Sprintf(format, args...)}
 }
@@ -53,7 +62,7 @@ func prefix(p string, err error) error {
 		if fe.field != "" {
 			f = p + "." + fe.field
 		}
-		return &fieldError{code: fe.code, field: f, msg: fe.msg}
+		return &fieldError{code: fe.code, field: f, msg: fe.msg, rule: fe.rule}
 	}
 	return err
 }
@@ -77,6 +86,11 @@ func toStatus(err error) error {
 		st := status.New(fe.code, fe.Error())
 		if fe.field != "" {
 			if d, derr := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: fe.field, Description: fe.msg}}}); derr == nil {
+				st = d
+			}
+		}
+		if fe.rule != "" {
+			if d, derr := st.WithDetails(&errdetails.PreconditionFailure{Violations: []*errdetails.PreconditionFailure_Violation{{Type: "MIN_COHORT", Subject: fe.rule, Description: fe.msg}}}); derr == nil {
 				st = d
 			}
 		}
@@ -110,11 +124,11 @@ func toStatus(err error) error {
 var errShuttingDown = errors.New("hub is shutting down; reconnect to resume")
 
 // itemError converts a per-item error of a batch.
-func itemError(err error) (code codes.Code, field, msg string) {
+func itemError(err error) *phxv1.ItemError {
 	var fe *fieldError
 	if errors.As(err, &fe) {
-		return fe.code, fe.field, fe.msg
+		return &phxv1.ItemError{Code: int32(fe.code), Field: fe.field, Message: fe.msg, Rule: fe.rule}
 	}
 	st, _ := status.FromError(toStatus(err))
-	return st.Code(), "", st.Message()
+	return &phxv1.ItemError{Code: int32(st.Code()), Message: st.Message()}
 }

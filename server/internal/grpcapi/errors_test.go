@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -82,12 +83,35 @@ func TestToStatus(t *testing.T) {
 }
 
 func TestItemError(t *testing.T) {
-	code, field, msg := itemError(invalid("top_failures[2].devices", "must be at least 1"))
-	if code != codes.InvalidArgument || field != "top_failures[2].devices" || msg != "must be at least 1" {
-		t.Fatalf("itemError = %s %q %q", code, field, msg)
+	e := itemError(invalid("top_failures[2].devices", "must be at least 1"))
+	if codes.Code(e.Code) != codes.InvalidArgument || e.Field != "top_failures[2].devices" || e.Message != "must be at least 1" || e.Rule != "" {
+		t.Fatalf("itemError = %v", e)
 	}
-	code, field, msg = itemError(fmt.Errorf("publish: %w", context.DeadlineExceeded))
-	if code != codes.DeadlineExceeded || field != "" || msg == "" {
-		t.Fatalf("itemError = %s %q %q", code, field, msg)
+	e = itemError(fmt.Errorf("publish: %w", context.DeadlineExceeded))
+	if codes.Code(e.Code) != codes.DeadlineExceeded || e.Field != "" || e.Message == "" {
+		t.Fatalf("itemError = %v", e)
+	}
+	e = itemError(cohort("devices_exposed", "k_devices", 49, 50, "exposed devices"))
+	if codes.Code(e.Code) != codes.FailedPrecondition || e.Field != "devices_exposed" || e.Rule != "k_devices=50" || !strings.Contains(e.Message, "49") {
+		t.Fatalf("itemError = %v", e)
+	}
+}
+
+func TestCohortStatusDetail(t *testing.T) {
+	st := status.Convert(toStatus(cohort("distinct_tenants", "k_tenants", 3, 5, "distinct tenants")))
+	if st.Code() != codes.FailedPrecondition {
+		t.Fatalf("code %s", st.Code())
+	}
+	var gotField, gotRule bool
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.BadRequest:
+			gotField = len(d.FieldViolations) == 1 && d.FieldViolations[0].Field == "distinct_tenants"
+		case *errdetails.PreconditionFailure:
+			gotRule = len(d.Violations) == 1 && d.Violations[0].Type == "MIN_COHORT" && d.Violations[0].Subject == "k_tenants=5"
+		}
+	}
+	if !gotField || !gotRule {
+		t.Fatalf("details %v: want the field and the rule", st.Details())
 	}
 }

@@ -41,13 +41,16 @@ func (s *healthSvc) PublishSignals(ctx context.Context, req *phxv1.PublishSignal
 	repeats := map[int]int{} // request index → request index of the first
 
 	reject := func(i int, err error) {
-		code, field, msg := itemError(err)
 		resp.Results[i].Outcome = phxv1.SignalOutcome_SIGNAL_OUTCOME_REJECTED
-		resp.Results[i].Error = &phxv1.ItemError{Code: int32(code), Field: field, Message: msg}
+		resp.Results[i].Error = itemError(err)
 	}
 	for i, sig := range req.Signals {
 		resp.Results[i] = &phxv1.SignalResult{Index: uint32(i), SignalId: sig.GetSignalId()}
 		if err := validateSignal(sig, now, s.a.cfg.HealthMaxAge, reg); err != nil {
+			reject(i, err)
+			continue
+		}
+		if err := s.a.cfg.Privacy.checkCohort(sig); err != nil {
 			reject(i, err)
 			continue
 		}

@@ -395,3 +395,44 @@ func validateIncidentFields(in *phxv1.Incident, reg *members.Registry) error {
 	}
 	return validAudience("audience", in.Audience, reg)
 }
+
+// Privacy holds the hub's privacy thresholds (DESIGN.md section 8).
+type Privacy struct {
+	// KDevices is the fewest exposed devices a cell, and devices a
+	// top_failures bucket, may count (default 50).
+	KDevices uint32
+	// KTenants is the fewest distinct tenants a cell may count (default 5).
+	KTenants uint32
+}
+
+// Default minimum cohorts.
+const (
+	DefaultKDevices = 50
+	DefaultKTenants = 5
+)
+
+func (p *Privacy) defaults() {
+	if p.KDevices == 0 {
+		p.KDevices = DefaultKDevices
+	}
+	if p.KTenants == 0 {
+		p.KTenants = DefaultKTenants
+	}
+}
+
+// checkCohort refuses a valid cell whose counts are under the minimum
+// cohorts: too few exposed devices or tenants could identify a customer.
+func (p Privacy) checkCohort(s *phxv1.HealthSignal) error {
+	if s.DevicesExposed < p.KDevices {
+		return cohort("devices_exposed", "k_devices", s.DevicesExposed, p.KDevices, "exposed devices")
+	}
+	if s.DistinctTenants < p.KTenants {
+		return cohort("distinct_tenants", "k_tenants", s.DistinctTenants, p.KTenants, "distinct tenants")
+	}
+	for i, tf := range s.TopFailures {
+		if tf.Devices < p.KDevices {
+			return cohort(fmt.Sprintf("top_failures[%d].devices", i), "k_devices", tf.Devices, p.KDevices, "devices in a failure bucket")
+		}
+	}
+	return nil
+}
