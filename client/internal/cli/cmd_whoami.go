@@ -89,7 +89,13 @@ func renderWhoAmI(e *env, r *phxv1.WhoAmIResponse) {
 		auth += " " + r.GetSpiffeId()
 	}
 	row(tw, "auth:", auth)
+	if r.GetTokenId() != "" {
+		row(tw, "token:", r.GetTokenId()+" ("+strings.Join(r.GetTokenScopes(), ", ")+")")
+	}
 	row(tw, "expires:", timeText(r.GetCredentialExpiresAt()))
+	if p := r.GetPrivacy(); p != nil {
+		row(tw, "min cohort:", fmt.Sprintf("%d devices, %d tenants per cell", p.GetKDevices(), p.GetKTenants()))
+	}
 	row(tw, "hub:", orDash(r.GetHubVersion()))
 	tw.Flush()
 }
