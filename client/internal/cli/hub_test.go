@@ -462,7 +462,7 @@ func TestPKI(t *testing.T) {
 		t.Fatalf("issue output: %s", out)
 	}
 	out, _, err = phx(t, "--hub", hub.Addr, "--ca", hub.PKI.CACert(), "--cert", m[1], "--key", m[2], "whoami")
-	if err != nil || !strings.Contains(out, "workload:  ci") {
+	if err != nil || !regexp.MustCompile(`workload:\s+ci\n`).MatchString(out) {
 		t.Errorf("whoami with the issued certificate: %v\n%s", err, out)
 	}
 }
