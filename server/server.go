@@ -37,6 +37,7 @@ import (
 	"github.com/phx-exchange/phx/server/internal/bus"
 	"github.com/phx-exchange/phx/server/internal/grpcapi"
 	"github.com/phx-exchange/phx/server/internal/natsembed"
+	"github.com/phx-exchange/phx/server/internal/noise"
 	"github.com/phx-exchange/phx/server/internal/policy"
 	"github.com/phx-exchange/phx/server/internal/token"
 )
@@ -75,6 +76,10 @@ type Config struct {
 	// fewer exposed devices or distinct tenants (or a failure bucket with
 	// fewer devices) is refused (defaults 50 and 5).
 	KDevices, KTenants uint32
+	// NoiseEpsilon is the epsilon of each count of a health cell delivered
+	// to a wide audience (CERTs, the operator); NoiseCellBudget caps a
+	// cell's total (defaults 1 and 8).
+	NoiseEpsilon, NoiseCellBudget float64
 	// TokenKeys is the directory of the Ed25519 keys that sign and verify
 	// bearer tokens (default <DataDir>/tokens; a first key is generated if it
 	// holds none). Hub replicas share one: copy it to each. Reloaded on
@@ -246,6 +251,14 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	noiseSeed, err := b.Secret(ctx, "noise-seed")
+	if err != nil {
+		return err
+	}
+	noiser, err := noise.New(noiseSeed, cfg.NoiseEpsilon, cfg.NoiseCellBudget)
+	if err != nil {
+		return err
+	}
 	tokens, err := token.NewService(cfg.TokenKeys)
 	if err != nil {
 		return fmt.Errorf("token keys: %w", err)
@@ -273,6 +286,7 @@ func (s *Server) Run(ctx context.Context) error {
 		Ledger:        ledger,
 		TokenMaxTTL:   cfg.TokenMaxTTL,
 		Privacy:       grpcapi.Privacy{KDevices: cfg.KDevices, KTenants: cfg.KTenants},
+		Noise:         noiser,
 		Pseudonyms:    policy.NewPseudonymizer(secret),
 		Metrics:       grpcapi.NewMetrics(promReg),
 		Logger:        s.log,

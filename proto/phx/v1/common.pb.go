@@ -421,9 +421,14 @@ type Privacy struct {
 	// bucket at least this many devices.
 	KDevices uint32 `protobuf:"varint,1,opt,name=k_devices,json=kDevices,proto3" json:"k_devices,omitempty"`
 	// Cells need at least this many distinct tenants.
-	KTenants      uint32 `protobuf:"varint,2,opt,name=k_tenants,json=kTenants,proto3" json:"k_tenants,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	KTenants uint32 `protobuf:"varint,2,opt,name=k_tenants,json=kTenants,proto3" json:"k_tenants,omitempty"`
+	// Epsilon of each health count delivered to wide readers (CERTs): the
+	// scale of the discrete Laplace noise is 1/epsilon.
+	NoiseEpsilon float64 `protobuf:"fixed64,3,opt,name=noise_epsilon,json=noiseEpsilon,proto3" json:"noise_epsilon,omitempty"`
+	// The most epsilon one cell's counts spend together.
+	NoiseCellBudget float64 `protobuf:"fixed64,4,opt,name=noise_cell_budget,json=noiseCellBudget,proto3" json:"noise_cell_budget,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Privacy) Reset() {
@@ -470,6 +475,20 @@ func (x *Privacy) GetKTenants() uint32 {
 	return 0
 }
 
+func (x *Privacy) GetNoiseEpsilon() float64 {
+	if x != nil {
+		return x.NoiseEpsilon
+	}
+	return 0
+}
+
+func (x *Privacy) GetNoiseCellBudget() float64 {
+	if x != nil {
+		return x.NoiseCellBudget
+	}
+	return 0
+}
+
 var File_phx_v1_common_proto protoreflect.FileDescriptor
 
 const file_phx_v1_common_proto_rawDesc = "" +
@@ -483,10 +502,12 @@ const file_phx_v1_common_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x14\n" +
 	"\x05field\x18\x02 \x01(\tR\x05field\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x12\n" +
-	"\x04rule\x18\x04 \x01(\tR\x04rule\"C\n" +
+	"\x04rule\x18\x04 \x01(\tR\x04rule\"\x94\x01\n" +
 	"\aPrivacy\x12\x1b\n" +
 	"\tk_devices\x18\x01 \x01(\rR\bkDevices\x12\x1b\n" +
-	"\tk_tenants\x18\x02 \x01(\rR\bkTenants*j\n" +
+	"\tk_tenants\x18\x02 \x01(\rR\bkTenants\x12#\n" +
+	"\rnoise_epsilon\x18\x03 \x01(\x01R\fnoiseEpsilon\x12*\n" +
+	"\x11noise_cell_budget\x18\x04 \x01(\x01R\x0fnoiseCellBudget*j\n" +
 	"\x03Tlp\x12\x13\n" +
 	"\x0fTLP_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tTLP_CLEAR\x10\x01\x12\r\n" +

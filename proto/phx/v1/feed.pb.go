@@ -344,6 +344,80 @@ func (*SubscribeRequest_Since) isSubscribeRequest_Start() {}
 
 func (*SubscribeRequest_FromBeginning) isSubscribeRequest_Start() {}
 
+// Noise says how the counts of a health cell were perturbed for the
+// recipient (DESIGN.md section 8).
+type Noise struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "discrete_laplace": two-sided geometric noise, sensitivity 1 per count.
+	Mechanism string `protobuf:"bytes,1,opt,name=mechanism,proto3" json:"mechanism,omitempty"`
+	// The privacy parameter of each count; the noise has scale 1/epsilon.
+	EpsilonPerCount float64 `protobuf:"fixed64,2,opt,name=epsilon_per_count,json=epsilonPerCount,proto3" json:"epsilon_per_count,omitempty"`
+	// The total for the cell, at most the hub's per-cell budget.
+	EpsilonCell float64 `protobuf:"fixed64,3,opt,name=epsilon_cell,json=epsilonCell,proto3" json:"epsilon_cell,omitempty"`
+	// The fields noised, e.g. "devices_exposed", "top_failures[0].devices".
+	Fields        []string `protobuf:"bytes,4,rep,name=fields,proto3" json:"fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Noise) Reset() {
+	*x = Noise{}
+	mi := &file_phx_v1_feed_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Noise) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Noise) ProtoMessage() {}
+
+func (x *Noise) ProtoReflect() protoreflect.Message {
+	mi := &file_phx_v1_feed_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Noise.ProtoReflect.Descriptor instead.
+func (*Noise) Descriptor() ([]byte, []int) {
+	return file_phx_v1_feed_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Noise) GetMechanism() string {
+	if x != nil {
+		return x.Mechanism
+	}
+	return ""
+}
+
+func (x *Noise) GetEpsilonPerCount() float64 {
+	if x != nil {
+		return x.EpsilonPerCount
+	}
+	return 0
+}
+
+func (x *Noise) GetEpsilonCell() float64 {
+	if x != nil {
+		return x.EpsilonCell
+	}
+	return 0
+}
+
+func (x *Noise) GetFields() []string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
 // Envelope is what a subscriber receives.
 type Envelope struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -362,6 +436,9 @@ type Envelope struct {
 	Audience *Audience `protobuf:"bytes,6,opt,name=audience,proto3" json:"audience,omitempty"`
 	// The product the item is about ("" for some advisories).
 	Product string `protobuf:"bytes,7,opt,name=product,proto3" json:"product,omitempty"`
+	// Set when the counts of a health cell were noised for this recipient
+	// (CERTs and other wide feeds); vendors and the platform get exact counts.
+	Noise *Noise `protobuf:"bytes,8,opt,name=noise,proto3" json:"noise,omitempty"`
 	// The item.
 	//
 	// Types that are valid to be assigned to Item:
@@ -377,7 +454,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_phx_v1_feed_proto_msgTypes[1]
+	mi := &file_phx_v1_feed_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -389,7 +466,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_feed_proto_msgTypes[1]
+	mi := &file_phx_v1_feed_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -402,7 +479,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_phx_v1_feed_proto_rawDescGZIP(), []int{1}
+	return file_phx_v1_feed_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Envelope) GetCursor() string {
@@ -452,6 +529,13 @@ func (x *Envelope) GetProduct() string {
 		return x.Product
 	}
 	return ""
+}
+
+func (x *Envelope) GetNoise() *Noise {
+	if x != nil {
+		return x.Noise
+	}
+	return nil
 }
 
 func (x *Envelope) GetItem() isEnvelope_Item {
@@ -550,7 +634,7 @@ type CellRef struct {
 
 func (x *CellRef) Reset() {
 	*x = CellRef{}
-	mi := &file_phx_v1_feed_proto_msgTypes[2]
+	mi := &file_phx_v1_feed_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +646,7 @@ func (x *CellRef) String() string {
 func (*CellRef) ProtoMessage() {}
 
 func (x *CellRef) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_feed_proto_msgTypes[2]
+	mi := &file_phx_v1_feed_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +659,7 @@ func (x *CellRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CellRef.ProtoReflect.Descriptor instead.
 func (*CellRef) Descriptor() ([]byte, []int) {
-	return file_phx_v1_feed_proto_rawDescGZIP(), []int{2}
+	return file_phx_v1_feed_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CellRef) GetProduct() string {
@@ -645,7 +729,7 @@ type Evidence struct {
 
 func (x *Evidence) Reset() {
 	*x = Evidence{}
-	mi := &file_phx_v1_feed_proto_msgTypes[3]
+	mi := &file_phx_v1_feed_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +741,7 @@ func (x *Evidence) String() string {
 func (*Evidence) ProtoMessage() {}
 
 func (x *Evidence) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_feed_proto_msgTypes[3]
+	mi := &file_phx_v1_feed_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +754,7 @@ func (x *Evidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Evidence.ProtoReflect.Descriptor instead.
 func (*Evidence) Descriptor() ([]byte, []int) {
-	return file_phx_v1_feed_proto_rawDescGZIP(), []int{3}
+	return file_phx_v1_feed_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Evidence) GetDevicesExposed() uint64 {
@@ -756,7 +840,7 @@ type Advisory struct {
 
 func (x *Advisory) Reset() {
 	*x = Advisory{}
-	mi := &file_phx_v1_feed_proto_msgTypes[4]
+	mi := &file_phx_v1_feed_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +852,7 @@ func (x *Advisory) String() string {
 func (*Advisory) ProtoMessage() {}
 
 func (x *Advisory) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_feed_proto_msgTypes[4]
+	mi := &file_phx_v1_feed_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +865,7 @@ func (x *Advisory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Advisory.ProtoReflect.Descriptor instead.
 func (*Advisory) Descriptor() ([]byte, []int) {
-	return file_phx_v1_feed_proto_rawDescGZIP(), []int{4}
+	return file_phx_v1_feed_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Advisory) GetId() string {
@@ -863,7 +947,12 @@ const file_phx_v1_feed_proto_rawDesc = "" +
 	"\x05since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\x05since\x12'\n" +
 	"\x0efrom_beginning\x18\a \x01(\bH\x00R\rfromBeginning\x12+\n" +
 	"\x11heartbeat_seconds\x18\b \x01(\rR\x10heartbeatSecondsB\a\n" +
-	"\x05start\"\xda\x03\n" +
+	"\x05start\"\x8c\x01\n" +
+	"\x05Noise\x12\x1c\n" +
+	"\tmechanism\x18\x01 \x01(\tR\tmechanism\x12*\n" +
+	"\x11epsilon_per_count\x18\x02 \x01(\x01R\x0fepsilonPerCount\x12!\n" +
+	"\fepsilon_cell\x18\x03 \x01(\x01R\vepsilonCell\x12\x16\n" +
+	"\x06fields\x18\x04 \x03(\tR\x06fields\"\xff\x03\n" +
 	"\bEnvelope\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x12\x1d\n" +
 	"\n" +
@@ -872,7 +961,8 @@ const file_phx_v1_feed_proto_rawDesc = "" +
 	"\tpublisher\x18\x04 \x01(\tR\tpublisher\x12=\n" +
 	"\fpublished_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vpublishedAt\x12,\n" +
 	"\baudience\x18\x06 \x01(\v2\x10.phx.v1.AudienceR\baudience\x12\x18\n" +
-	"\aproduct\x18\a \x01(\tR\aproduct\x12;\n" +
+	"\aproduct\x18\a \x01(\tR\aproduct\x12#\n" +
+	"\x05noise\x18\b \x01(\v2\r.phx.v1.NoiseR\x05noise\x12;\n" +
 	"\rhealth_signal\x18\n" +
 	" \x01(\v2\x14.phx.v1.HealthSignalH\x00R\fhealthSignal\x12+\n" +
 	"\arollout\x18\v \x01(\v2\x0f.phx.v1.RolloutH\x00R\arollout\x12.\n" +
@@ -939,51 +1029,53 @@ func file_phx_v1_feed_proto_rawDescGZIP() []byte {
 }
 
 var file_phx_v1_feed_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_phx_v1_feed_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_phx_v1_feed_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_phx_v1_feed_proto_goTypes = []any{
 	(Kind)(0),                     // 0: phx.v1.Kind
 	(AdvisoryKind)(0),             // 1: phx.v1.AdvisoryKind
 	(Recommendation)(0),           // 2: phx.v1.Recommendation
 	(*SubscribeRequest)(nil),      // 3: phx.v1.SubscribeRequest
-	(*Envelope)(nil),              // 4: phx.v1.Envelope
-	(*CellRef)(nil),               // 5: phx.v1.CellRef
-	(*Evidence)(nil),              // 6: phx.v1.Evidence
-	(*Advisory)(nil),              // 7: phx.v1.Advisory
-	(Severity)(0),                 // 8: phx.v1.Severity
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*Audience)(nil),              // 10: phx.v1.Audience
-	(*HealthSignal)(nil),          // 11: phx.v1.HealthSignal
-	(*Rollout)(nil),               // 12: phx.v1.Rollout
-	(*Incident)(nil),              // 13: phx.v1.Incident
-	(Ring)(0),                     // 14: phx.v1.Ring
+	(*Noise)(nil),                 // 4: phx.v1.Noise
+	(*Envelope)(nil),              // 5: phx.v1.Envelope
+	(*CellRef)(nil),               // 6: phx.v1.CellRef
+	(*Evidence)(nil),              // 7: phx.v1.Evidence
+	(*Advisory)(nil),              // 8: phx.v1.Advisory
+	(Severity)(0),                 // 9: phx.v1.Severity
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*Audience)(nil),              // 11: phx.v1.Audience
+	(*HealthSignal)(nil),          // 12: phx.v1.HealthSignal
+	(*Rollout)(nil),               // 13: phx.v1.Rollout
+	(*Incident)(nil),              // 14: phx.v1.Incident
+	(Ring)(0),                     // 15: phx.v1.Ring
 }
 var file_phx_v1_feed_proto_depIdxs = []int32{
 	0,  // 0: phx.v1.SubscribeRequest.kinds:type_name -> phx.v1.Kind
-	8,  // 1: phx.v1.SubscribeRequest.min_severity:type_name -> phx.v1.Severity
-	9,  // 2: phx.v1.SubscribeRequest.since:type_name -> google.protobuf.Timestamp
+	9,  // 1: phx.v1.SubscribeRequest.min_severity:type_name -> phx.v1.Severity
+	10, // 2: phx.v1.SubscribeRequest.since:type_name -> google.protobuf.Timestamp
 	0,  // 3: phx.v1.Envelope.kind:type_name -> phx.v1.Kind
-	9,  // 4: phx.v1.Envelope.published_at:type_name -> google.protobuf.Timestamp
-	10, // 5: phx.v1.Envelope.audience:type_name -> phx.v1.Audience
-	11, // 6: phx.v1.Envelope.health_signal:type_name -> phx.v1.HealthSignal
-	12, // 7: phx.v1.Envelope.rollout:type_name -> phx.v1.Rollout
-	13, // 8: phx.v1.Envelope.incident:type_name -> phx.v1.Incident
-	7,  // 9: phx.v1.Envelope.advisory:type_name -> phx.v1.Advisory
-	14, // 10: phx.v1.CellRef.ring:type_name -> phx.v1.Ring
-	9,  // 11: phx.v1.CellRef.window_start:type_name -> google.protobuf.Timestamp
-	9,  // 12: phx.v1.Evidence.first_data_at:type_name -> google.protobuf.Timestamp
-	9,  // 13: phx.v1.Evidence.detected_at:type_name -> google.protobuf.Timestamp
-	1,  // 14: phx.v1.Advisory.kind:type_name -> phx.v1.AdvisoryKind
-	2,  // 15: phx.v1.Advisory.recommendation:type_name -> phx.v1.Recommendation
-	5,  // 16: phx.v1.Advisory.cells:type_name -> phx.v1.CellRef
-	6,  // 17: phx.v1.Advisory.evidence:type_name -> phx.v1.Evidence
-	8,  // 18: phx.v1.Advisory.severity:type_name -> phx.v1.Severity
-	3,  // 19: phx.v1.FeedService.Subscribe:input_type -> phx.v1.SubscribeRequest
-	4,  // 20: phx.v1.FeedService.Subscribe:output_type -> phx.v1.Envelope
-	20, // [20:21] is the sub-list for method output_type
-	19, // [19:20] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	10, // 4: phx.v1.Envelope.published_at:type_name -> google.protobuf.Timestamp
+	11, // 5: phx.v1.Envelope.audience:type_name -> phx.v1.Audience
+	4,  // 6: phx.v1.Envelope.noise:type_name -> phx.v1.Noise
+	12, // 7: phx.v1.Envelope.health_signal:type_name -> phx.v1.HealthSignal
+	13, // 8: phx.v1.Envelope.rollout:type_name -> phx.v1.Rollout
+	14, // 9: phx.v1.Envelope.incident:type_name -> phx.v1.Incident
+	8,  // 10: phx.v1.Envelope.advisory:type_name -> phx.v1.Advisory
+	15, // 11: phx.v1.CellRef.ring:type_name -> phx.v1.Ring
+	10, // 12: phx.v1.CellRef.window_start:type_name -> google.protobuf.Timestamp
+	10, // 13: phx.v1.Evidence.first_data_at:type_name -> google.protobuf.Timestamp
+	10, // 14: phx.v1.Evidence.detected_at:type_name -> google.protobuf.Timestamp
+	1,  // 15: phx.v1.Advisory.kind:type_name -> phx.v1.AdvisoryKind
+	2,  // 16: phx.v1.Advisory.recommendation:type_name -> phx.v1.Recommendation
+	6,  // 17: phx.v1.Advisory.cells:type_name -> phx.v1.CellRef
+	7,  // 18: phx.v1.Advisory.evidence:type_name -> phx.v1.Evidence
+	9,  // 19: phx.v1.Advisory.severity:type_name -> phx.v1.Severity
+	3,  // 20: phx.v1.FeedService.Subscribe:input_type -> phx.v1.SubscribeRequest
+	5,  // 21: phx.v1.FeedService.Subscribe:output_type -> phx.v1.Envelope
+	21, // [21:22] is the sub-list for method output_type
+	20, // [20:21] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_phx_v1_feed_proto_init() }
@@ -1000,7 +1092,7 @@ func file_phx_v1_feed_proto_init() {
 		(*SubscribeRequest_Since)(nil),
 		(*SubscribeRequest_FromBeginning)(nil),
 	}
-	file_phx_v1_feed_proto_msgTypes[1].OneofWrappers = []any{
+	file_phx_v1_feed_proto_msgTypes[2].OneofWrappers = []any{
 		(*Envelope_HealthSignal)(nil),
 		(*Envelope_Rollout)(nil),
 		(*Envelope_Incident)(nil),
@@ -1012,7 +1104,7 @@ func file_phx_v1_feed_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_phx_v1_feed_proto_rawDesc), len(file_phx_v1_feed_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -64,6 +64,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9464)")
 	fs.Func("k-devices", "minimum cohort: fewest exposed devices in a health cell or failure bucket (default 50)", uintFlag(&cfg.KDevices))
 	fs.Func("k-tenants", "minimum cohort: fewest distinct tenants in a health cell (default 5)", uintFlag(&cfg.KTenants))
+	fs.Float64Var(&cfg.NoiseEpsilon, "noise-epsilon", 1, "epsilon of each health count delivered to CERTs and other wide readers (discrete Laplace noise, scale 1/epsilon)")
+	fs.Float64Var(&cfg.NoiseCellBudget, "noise-cell-budget", 8, "the most epsilon the counts of one health cell spend together")
 	fs.StringVar(&cfg.TokenKeys, "token-keys", "", "directory of the Ed25519 keys that sign bearer tokens (default <data-dir>/tokens; replicas share one)")
 	fs.DurationVar(&cfg.TokenMaxTTL, "token-max-ttl", 30*24*time.Hour, "longest lifetime of an issued bearer token")
 	fs.DurationVar(&cfg.HealthRetention, "health-retention", 7*24*time.Hour, "how long health cells are kept")

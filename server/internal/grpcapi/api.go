@@ -25,6 +25,7 @@ import (
 	"github.com/phx-exchange/phx/server/internal/authn"
 	"github.com/phx-exchange/phx/server/internal/authz"
 	"github.com/phx-exchange/phx/server/internal/bus"
+	"github.com/phx-exchange/phx/server/internal/noise"
 	"github.com/phx-exchange/phx/server/internal/policy"
 	"github.com/phx-exchange/phx/server/internal/token"
 )
@@ -42,6 +43,9 @@ type Config struct {
 	TokenMaxTTL time.Duration
 	Metrics     *Metrics
 	Logger      *slog.Logger
+	// Noise perturbs health counts for wide audiences (nil: exact counts
+	// for everyone).
+	Noise *noise.Noiser
 	// Privacy sets the minimum cohorts (defaults: 50 devices, 5 tenants).
 	Privacy Privacy
 	// HealthMaxAge refuses cells older than the health stream keeps.
@@ -205,9 +209,14 @@ func recipient(id *authn.Identity) policy.Recipient {
 	return policy.Recipient{Org: id.Org, OrgRole: id.Member.Role}
 }
 
-// present prepares a stored envelope for one recipient: it hides the
+// present prepares a stored envelope (a copy of its own) for one
+// recipient: it noises health counts for wide audiences and hides the
 // publisher behind its pseudonym where the policy says so.
 func (a *API) present(env *phxv1.Envelope, r policy.Recipient) *phxv1.Envelope {
+	if hs := env.GetHealthSignal(); hs != nil && a.cfg.Noise != nil && policy.GetsNoisedCounts(r, env.Publisher) {
+		// The message id ("<publisher>/<signal_id>") names the cell for good.
+		env.Noise = a.cfg.Noise.Apply(env.MessageId, hs)
+	}
 	if !env.GetAudience().GetPseudonymous() || policy.SeesRealPublisher(r, env.Publisher) {
 		return env
 	}
@@ -278,8 +287,16 @@ func (s *identitySvc) WhoAmI(ctx context.Context, _ *phxv1.WhoAmIRequest) (*phxv
 		HubVersion:          version.String(),
 		TokenId:             id.TokenID,
 		TokenScopes:         id.Scopes,
-		Privacy:             &phxv1.Privacy{KDevices: s.a.cfg.Privacy.KDevices, KTenants: s.a.cfg.Privacy.KTenants},
+		Privacy:             s.a.privacy(),
 	}, nil
+}
+
+func (a *API) privacy() *phxv1.Privacy {
+	p := &phxv1.Privacy{KDevices: a.cfg.Privacy.KDevices, KTenants: a.cfg.Privacy.KTenants}
+	if a.cfg.Noise != nil {
+		p.NoiseEpsilon, p.NoiseCellBudget = a.cfg.Noise.Epsilon(), a.cfg.Noise.CellBudget()
+	}
+	return p
 }
 
 func roleProto(r string) phxv1.Role {

@@ -52,6 +52,20 @@ func SeesRealPublisher(r Recipient, publisher string) bool {
 	return r.Org == publisher || r.OrgRole == members.RolePlatform || r.OrgRole == members.RoleOperator
 }
 
+// GetsNoisedCounts reports whether r receives the counts of a health cell
+// with noise: vendors and the platform (and the publisher) get exact counts;
+// CERTs, the operator and any other wide reader get noise.
+func GetsNoisedCounts(r Recipient, publisher string) bool {
+	if r.Org == publisher {
+		return false
+	}
+	switch r.OrgRole {
+	case members.RoleVendor, members.RolePlatform:
+		return false
+	}
+	return true
+}
+
 var strictness = map[phxv1.Tlp]int{
 	phxv1.Tlp_TLP_CLEAR: 0, phxv1.Tlp_TLP_GREEN: 1, phxv1.Tlp_TLP_AMBER: 2, phxv1.Tlp_TLP_AMBER_STRICT: 3, phxv1.Tlp_TLP_RED: 4,
 }
