@@ -192,7 +192,11 @@ func envelopeSummary(env *phxv1.Envelope) (string, string) {
 		}
 		return s, stateColor(r.GetState())
 	case *phxv1.Envelope_HealthSignal:
-		return signalSummary(it.HealthSignal), ""
+		s := signalSummary(it.HealthSignal)
+		if n := env.GetNoise(); n != nil {
+			s += fmt.Sprintf(" (counts noised, ε=%.2g each)", n.GetEpsilonPerCount())
+		}
+		return s, ""
 	case *phxv1.Envelope_Advisory:
 		a := it.Advisory
 		s := fmt.Sprintf("%s %s %s %s", orDash(a.GetId()), enumLabel(a.GetKind(), "ADVISORY_KIND_"),

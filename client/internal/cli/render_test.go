@@ -296,6 +296,13 @@ func TestRenderEnvelope(t *testing.T) {
 			want: "2024-07-19T04:09:00Z  health    contoso         contoso-av        TLP:GREEN         cell-1 291.1 canary 10.0.22631.3880/DE 60s exposed=1000 boot=30(3.00%) kernel=5(0.50%) hang=0 agent=0 silent=60(6.00%)\n",
 		},
 		{
+			name: "health, noised for a CERT",
+			env: &phxv1.Envelope{Kind: phxv1.Kind_KIND_HEALTH_SIGNAL, Publisher: "contoso", Product: "contoso-av", PublishedAt: ts,
+				Audience: &phxv1.Audience{Tlp: phxv1.Tlp_TLP_GREEN}, Item: &phxv1.Envelope_HealthSignal{HealthSignal: sig},
+				Noise: &phxv1.Noise{Mechanism: "discrete_laplace", EpsilonPerCount: 8.0 / 9, EpsilonCell: 8}},
+			want: "2024-07-19T04:09:00Z  health    contoso         contoso-av        TLP:GREEN         cell-1 291.1 canary 10.0.22631.3880/DE 60s exposed=1000 boot=30(3.00%) kernel=5(0.50%) hang=0 agent=0 silent=60(6.00%) (counts noised, ε=0.89 each)\n",
+		},
+		{
 			name: "rollout",
 			env: &phxv1.Envelope{Kind: phxv1.Kind_KIND_ROLLOUT, Publisher: "contoso", Product: "contoso-av", PublishedAt: ts,
 				Audience: &phxv1.Audience{Tlp: phxv1.Tlp_TLP_AMBER_STRICT}, Item: &phxv1.Envelope_Rollout{Rollout: &phxv1.Rollout{
