@@ -130,11 +130,14 @@ func WithTenantKey(key []byte) Option {
 
 // WithSilentHorizon sets how many previous windows define the devices
 // expected to check in: a device seen in one of the last n windows and not
-// in this one is silent. 1 to MaxSilentHorizon; the default is 5.
+// in this one is silent. 0 to MaxSilentHorizon; the default is 5. 0 turns
+// silence off (devices_silent is always 0), for backends whose devices do
+// not report every window; devices are then forgotten as soon as their
+// windows close.
 func WithSilentHorizon(n int) Option {
 	return func(c *config) error {
-		if n < 1 || n > MaxSilentHorizon {
-			return fmt.Errorf("WithSilentHorizon: %d is not within 1..%d", n, MaxSilentHorizon)
+		if n < 0 || n > MaxSilentHorizon {
+			return fmt.Errorf("WithSilentHorizon: %d is not within 0..%d", n, MaxSilentHorizon)
 		}
 		c.horizon = n
 		return nil
