@@ -197,9 +197,9 @@ func TestRollUp(t *testing.T) {
 			rolledUp: map[cells.Level]cells.Tally{cells.LevelCountry: {2, 55}},
 		},
 		{
-			name: "small continents roll up to global",
-			obs:  [][]cells.Observation{fleet(at(0), "de", 30, 6, nil), fleet(at(0), "jp", 30, 6, in("JP"))},
-			want: []string{"global 04:10/60s 10.0.22631.3880 291.1 active=60 tenants=6"},
+			name:    "small continents roll up to global",
+			obs:     [][]cells.Observation{fleet(at(0), "de", 30, 6, nil), fleet(at(0), "jp", 30, 6, in("JP"))},
+			want:    []string{"global 04:10/60s 10.0.22631.3880 291.1 active=60 tenants=6"},
 			emitted: map[cells.Level]cells.Tally{cells.LevelGlobal: {1, 60}},
 			rolledUp: map[cells.Level]cells.Tally{
 				cells.LevelCountry: {2, 60}, cells.LevelContinent: {2, 60},
@@ -210,7 +210,7 @@ func TestRollUp(t *testing.T) {
 			obs: [][]cells.Observation{
 				fleet(at(0), "a", 20, 6, nil), fleet(at(1), "b", 20, 6, nil), fleet(at(4), "c", 20, 6, nil),
 			},
-			want: []string{"global 04:10/300s 10.0.22631.3880 291.1 active=60 tenants=6"},
+			want:    []string{"global 04:10/300s 10.0.22631.3880 291.1 active=60 tenants=6"},
 			emitted: map[cells.Level]cells.Tally{cells.LevelWindow: {1, 60}},
 			rolledUp: map[cells.Level]cells.Tally{
 				cells.LevelCountry: {3, 60}, cells.LevelContinent: {3, 60}, cells.LevelGlobal: {3, 60},
@@ -239,9 +239,9 @@ func TestRollUp(t *testing.T) {
 			},
 		},
 		{
-			name: "a region that is a continent joins at the continent level",
-			obs:  [][]cells.Observation{fleet(at(0), "de", 30, 6, nil), fleet(at(0), "eu", 30, 6, in("europe"))},
-			want: []string{"europe 04:10/60s 10.0.22631.3880 291.1 active=60 tenants=6"},
+			name:     "a region that is a continent joins at the continent level",
+			obs:      [][]cells.Observation{fleet(at(0), "de", 30, 6, nil), fleet(at(0), "eu", 30, 6, in("europe"))},
+			want:     []string{"europe 04:10/60s 10.0.22631.3880 291.1 active=60 tenants=6"},
 			emitted:  map[cells.Level]cells.Tally{cells.LevelContinent: {1, 60}},
 			rolledUp: map[cells.Level]cells.Tally{cells.LevelCountry: {1, 30}},
 		},
@@ -252,9 +252,9 @@ func TestRollUp(t *testing.T) {
 			emitted: map[cells.Level]cells.Tally{cells.LevelGlobal: {1, 60}},
 		},
 		{
-			name: "what stays small is suppressed and counted",
-			obs:  [][]cells.Observation{fleet(at(0), "de", 60, 6, nil), fleet(at(3), "jp", 10, 6, in("JP"))},
-			want: []string{"DE 04:10/60s 10.0.22631.3880 291.1 active=60 tenants=6"},
+			name:    "what stays small is suppressed and counted",
+			obs:     [][]cells.Observation{fleet(at(0), "de", 60, 6, nil), fleet(at(3), "jp", 10, 6, in("JP"))},
+			want:    []string{"DE 04:10/60s 10.0.22631.3880 291.1 active=60 tenants=6"},
 			emitted: map[cells.Level]cells.Tally{cells.LevelCountry: {1, 60}},
 			rolledUp: map[cells.Level]cells.Tally{
 				cells.LevelCountry: {1, 10}, cells.LevelContinent: {1, 10}, cells.LevelGlobal: {1, 10}, cells.LevelWindow: {1, 10},
