@@ -348,6 +348,9 @@ func New(opts ...Option) (*Builder, error) {
 // Window returns the builder's window length.
 func (b *Builder) Window() time.Duration { return b.cfg.window }
 
+// Lateness returns how long after its end a window stays open.
+func (b *Builder) Lateness() time.Duration { return b.cfg.lateness }
+
 // Thresholds returns the minimum exposed devices and distinct tenants of
 // an emitted cell.
 func (b *Builder) Thresholds() (minDevices, minTenants int) {
