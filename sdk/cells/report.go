@@ -161,8 +161,11 @@ func (r Report) String() string {
 		}
 	}
 	b := r.Buckets
-	if b.Emitted.Cells+b.Merged.Cells > 0 {
-		s += fmt.Sprintf(" buckets=%d merged=%d", b.Emitted.Cells, b.Merged.Cells)
+	if b.Emitted.Cells > 0 {
+		s += fmt.Sprintf(" buckets=%d", b.Emitted.Cells)
+	}
+	if b.Merged.Cells > 0 {
+		s += fmt.Sprintf(" buckets-merged=%d", b.Merged.Cells)
 	}
 	for re, t := range b.Suppressed {
 		if t.Cells > 0 {
