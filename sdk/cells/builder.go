@@ -289,7 +289,7 @@ type Builder struct {
 
 	flushMu     sync.Mutex
 	closed      int64
-	waiting     map[int64]*batch // rows held for the longer window, by its start
+	waiting     map[int64][]*unit // units held for the longer window, by its start
 	nWaiting    int
 	totals      Report
 	unpublished []*phxv1.HealthSignal
@@ -317,7 +317,7 @@ func New(opts ...Option) (*Builder, error) {
 		mask:    uint64(cfg.shards - 1),
 		cells:   make(map[cellKey]*cellEntry),
 		closed:  noWindow,
-		waiting: make(map[int64]*batch),
+		waiting: make(map[int64][]*unit),
 	}
 	switch b.winSec {
 	case 60:

@@ -15,26 +15,41 @@ import (
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
 )
 
-// row is one device in one cell and window of a closed window.
+// row is one device in a unit: reported (with its events) or silent.
 type row struct {
 	dev, tenant uint64
-	key         *cellKey
-	win         int64
 	flags       uint8
 }
 
-// frow is one device with one failure bucket in one cell and window.
+// frow is one device with one failure bucket in a unit.
 type frow struct {
 	dev    uint64
-	key    *cellKey
-	win    int64
 	bucket bucketKey
 }
 
-// batch is the rows of closed windows on their way through the levels.
-type batch struct {
+// unit is the rows of one interned cell key in one window: within a unit
+// every device has one row. Units move through the levels whole.
+type unit struct {
+	key   *cellKey
+	win   int64
 	rows  []row
 	frows []frow
+}
+
+// windowUnits collects the units of one closed window from every shard.
+type windowUnits struct {
+	byCell map[*cellEntry]*unit
+	list   []*unit
+}
+
+func (wu *windowUnits) unit(c *cellEntry, w int64) *unit {
+	u := wu.byCell[c]
+	if u == nil {
+		u = &unit{key: &c.key, win: w}
+		wu.byCell[c] = u
+		wu.list = append(wu.list, u)
+	}
+	return u
 }
 
 // gkey is a cell key at a level, with its window.
@@ -43,11 +58,10 @@ type gkey struct {
 	start, secs int64
 }
 
-// group is the rows of one gkey.
+// group is the units of one gkey.
 type group struct {
 	key   gkey
-	rows  []row
-	frows []frow
+	units []*unit
 }
 
 // counts of one group.
@@ -83,7 +97,7 @@ func (b *Builder) flushLocked(now time.Time) ([]*phxv1.HealthSignal, Report) {
 	if b.closed != noWindow && target <= b.closed {
 		return nil, rep
 	}
-	byWin := make(map[int64]*batch)
+	byWin := make(map[int64]*windowUnits)
 	first := int64(noWindow)
 	for i := range b.shards {
 		if f := b.closeShard(&b.shards[i], target, byWin); f != noWindow && (first == noWindow || f < first) {
@@ -101,17 +115,13 @@ func (b *Builder) flushLocked(now time.Time) ([]*phxv1.HealthSignal, Report) {
 
 	var out []emitted
 	for _, w := range slices.Sorted(maps.Keys(byWin)) {
-		rest := b.cascade(byWin[w], 0, b.baseLast, &out, &rep)
-		if len(rest.rows) > 0 && b.coarseSec != 0 {
+		rest := b.cascade(byWin[w].list, 0, b.baseLast, &out, &rep)
+		if len(rest) > 0 && b.coarseSec != 0 {
 			start := floorDiv(w*b.winSec, b.coarseSec) * b.coarseSec
-			wb := b.waiting[start]
-			if wb == nil {
-				wb = &batch{}
-				b.waiting[start] = wb
+			b.waiting[start] = append(b.waiting[start], rest...)
+			for _, u := range rest {
+				b.nWaiting += len(u.rows)
 			}
-			wb.rows = append(wb.rows, rest.rows...)
-			wb.frows = append(wb.frows, rest.frows...)
-			b.nWaiting += len(rest.rows)
 		}
 		b.flushWaiting((w+1)*b.winSec, &out, &rep)
 	}
@@ -130,7 +140,7 @@ func (b *Builder) flushLocked(now time.Time) ([]*phxv1.HealthSignal, Report) {
 
 // closeShard closes the windows of sh up to target, adding their rows to
 // byWin, and returns the first window it closed.
-func (b *Builder) closeShard(sh *shard, target int64, byWin map[int64]*batch) int64 {
+func (b *Builder) closeShard(sh *shard, target int64, byWin map[int64]*windowUnits) int64 {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	start := sh.closed + 1
@@ -144,12 +154,12 @@ func (b *Builder) closeShard(sh *shard, target int64, byWin map[int64]*batch) in
 			if len(sh.index) == 0 && len(sh.fails) == 0 {
 				break
 			}
-			bt := byWin[w]
-			if bt == nil {
-				bt = &batch{}
-				byWin[w] = bt
+			wu := byWin[w]
+			if wu == nil {
+				wu = &windowUnits{byCell: make(map[*cellEntry]*unit)}
+				byWin[w] = wu
 			}
-			b.extract(sh, w, bt)
+			b.extract(sh, w, wu)
 		}
 	}
 	sh.closed = max(sh.closed, target)
@@ -160,7 +170,7 @@ func (b *Builder) closeShard(sh *shard, target int64, byWin map[int64]*batch) in
 // every silent device, and forgets what no open window or later silence
 // needs: devices last seen more than the horizon ago, failure buckets and
 // tenant pseudonyms no longer used.
-func (b *Builder) extract(sh *shard, w int64, bt *batch) {
+func (b *Builder) extract(sh *shard, w int64, wu *windowUnits) {
 	h := b.cfg.horizon
 	for i := range sh.devs {
 		d := &sh.devs[i]
@@ -171,7 +181,8 @@ func (b *Builder) extract(sh *shard, w int64, bt *batch) {
 		keep := d.marks[:0]
 		for _, m := range d.marks[:d.nm] {
 			if m.win == w {
-				bt.rows = append(bt.rows, row{dev: d.id, tenant: d.tenant, key: &m.cell.key, win: w, flags: m.flags})
+				u := wu.unit(m.cell, w)
+				u.rows = append(u.rows, row{dev: d.id, tenant: d.tenant, flags: m.flags})
 				reported = true
 			} else {
 				keep = append(keep, m)
@@ -182,7 +193,8 @@ func (b *Builder) extract(sh *shard, w int64, bt *batch) {
 			for _, m := range d.more {
 				switch {
 				case m.win == w:
-					bt.rows = append(bt.rows, row{dev: d.id, tenant: d.tenant, key: &m.cell.key, win: w, flags: m.flags})
+					u := wu.unit(m.cell, w)
+					u.rows = append(u.rows, row{dev: d.id, tenant: d.tenant, flags: m.flags})
 					reported = true
 				case len(keep) < len(d.marks):
 					keep = append(keep, m)
@@ -196,7 +208,8 @@ func (b *Builder) extract(sh *shard, w int64, bt *batch) {
 		clear(d.marks[len(keep):])
 		d.nm = uint8(len(keep))
 		if !reported && d.cell != nil && d.expected(w, h) {
-			bt.rows = append(bt.rows, row{dev: d.id, tenant: d.tenant, key: &d.cell.key, win: w, flags: flagSilent})
+			u := wu.unit(d.cell, w)
+			u.rows = append(u.rows, row{dev: d.id, tenant: d.tenant, flags: flagSilent})
 		}
 		if d.last <= w-int64(h) && d.nm == 0 && len(d.more) == 0 {
 			sh.dropDevice(i)
@@ -205,7 +218,8 @@ func (b *Builder) extract(sh *shard, w int64, bt *batch) {
 	}
 	for k := range sh.fails {
 		if k.win == w {
-			bt.frows = append(bt.frows, frow{dev: k.dev, key: &k.cell.key, win: w, bucket: k.bucket.key})
+			u := wu.unit(k.cell, w)
+			u.frows = append(u.frows, frow{dev: k.dev, bucket: k.bucket.key})
 			delete(sh.fails, k)
 		}
 	}
@@ -232,17 +246,19 @@ func (b *Builder) sweepCells(target int64) {
 	}
 }
 
-// flushWaiting runs the levels of the longer window over the rows held for
-// every longer window that ends at or before end.
+// flushWaiting runs the levels of the longer window over the units held
+// for every longer window that ends at or before end.
 func (b *Builder) flushWaiting(end int64, out *[]emitted, rep *Report) {
 	for _, start := range slices.Sorted(maps.Keys(b.waiting)) {
 		if start+b.coarseSec > end {
 			break
 		}
-		wb := b.waiting[start]
+		units := b.waiting[start]
 		delete(b.waiting, start)
-		b.nWaiting -= len(wb.rows)
-		b.cascade(wb, b.baseLast+1, len(b.levels)-1, out, rep)
+		for _, u := range units {
+			b.nWaiting -= len(u.rows)
+		}
+		b.cascade(units, b.baseLast+1, len(b.levels)-1, out, rep)
 	}
 }
 
@@ -260,25 +276,25 @@ func (b *Builder) project(k *cellKey, win int64, l Level) gkey {
 	return g
 }
 
-// cascade runs the levels from..to (indices into b.levels) over bt: at each
-// level the rows are grouped by their key at that level; a group that meets
-// the thresholds is emitted, one that does not moves on to the next level,
-// and at the last level of all it is suppressed. A row whose key does not
-// change from this level to the next (a region that is already a
+// cascade runs the levels from..to (indices into b.levels) over units: at
+// each level the units are grouped by their key at that level; a group that
+// meets the thresholds is emitted, one that does not moves on to the next
+// level, and at the last level of all it is suppressed. A unit whose key
+// does not change from this level to the next (a region that is already a
 // continent, a build that is already a version) waits for the next level,
 // so that no two emitted cells of a window share a key. cascade returns the
-// rows left after level to.
-func (b *Builder) cascade(bt *batch, from, to int, out *[]emitted, rep *Report) *batch {
-	cur := bt
+// units left after level to.
+func (b *Builder) cascade(units []*unit, from, to int, out *[]emitted, rep *Report) []*unit {
+	cur := units
 	for i := from; i <= to; i++ {
 		l := b.levels[i]
 		final := i == len(b.levels)-1
-		next := &batch{}
+		var next []*unit
 		groups := make(map[gkey]*group)
-		for _, r := range cur.rows {
-			g := b.project(r.key, r.win, l)
-			if !final && g == b.project(r.key, r.win, b.levels[i+1]) {
-				next.rows = append(next.rows, r)
+		for _, u := range cur {
+			g := b.project(u.key, u.win, l)
+			if !final && g == b.project(u.key, u.win, b.levels[i+1]) {
+				next = append(next, u)
 				continue
 			}
 			gr := groups[g]
@@ -286,32 +302,22 @@ func (b *Builder) cascade(bt *batch, from, to int, out *[]emitted, rep *Report) 
 				gr = &group{key: g}
 				groups[g] = gr
 			}
-			gr.rows = append(gr.rows, r)
-		}
-		for _, f := range cur.frows {
-			g := b.project(f.key, f.win, l)
-			gr := groups[g]
-			if gr == nil { // its row waits for the next level
-				next.frows = append(next.frows, f)
-				continue
-			}
-			gr.frows = append(gr.frows, f)
+			gr.units = append(gr.units, u)
 		}
 		for _, gr := range sortedGroups(groups) {
-			c := countRows(gr.rows)
+			c := countUnits(gr.units)
 			t := Tally{Cells: 1, Devices: c.devices}
 			switch {
 			case c.devices >= b.cfg.minDevices && c.tenants >= b.cfg.minTenants:
 				rep.Emitted[l].add(t)
-				*out = append(*out, emitted{level: l, key: gr.key, c: c, top: b.topFailures(gr.frows, &rep.Buckets)})
+				*out = append(*out, emitted{level: l, key: gr.key, c: c, top: b.topFailures(gr.units, &rep.Buckets)})
 			case final && c.devices < b.cfg.minDevices:
 				rep.Suppressed[TooFewDevices].add(t)
 			case final:
 				rep.Suppressed[TooFewTenants].add(t)
 			default:
 				rep.RolledUp[l].add(t)
-				next.rows = append(next.rows, gr.rows...)
-				next.frows = append(next.frows, gr.frows...)
+				next = append(next, gr.units...)
 			}
 		}
 		cur = next
@@ -337,21 +343,17 @@ func compareKeys(x, y *gkey) int {
 	)
 }
 
-// countRows counts distinct devices, their flags and distinct tenants. A
-// device with several rows (several windows of a longer window) is silent
-// only if it reported in none of them.
-func countRows(rows []row) counts {
-	devs := make(map[uint64]uint8, len(rows))
+// countUnits counts distinct devices, their flags and distinct tenants. A
+// device with rows in several units (several windows of a longer window,
+// several builds of a version) is silent only if it reported in none.
+func countUnits(units []*unit) counts {
 	tenants := make(map[uint64]struct{})
-	for _, r := range rows {
-		devs[r.dev] |= r.flags
-		tenants[r.tenant] = struct{}{}
-	}
-	c := counts{devices: len(devs), tenants: len(tenants)}
-	for _, f := range devs {
+	var c counts
+	add := func(f uint8) {
+		c.devices++
 		if f&flagReported == 0 {
 			c.silent++
-			continue
+			return
 		}
 		if f&flagKernelCrash != 0 {
 			c.kernel++
@@ -366,6 +368,28 @@ func countRows(rows []row) counts {
 			c.agentCrashes++
 		}
 	}
+	if len(units) == 1 { // one row a device
+		for _, r := range units[0].rows {
+			tenants[r.tenant] = struct{}{}
+			add(r.flags)
+		}
+	} else {
+		n := 0
+		for _, u := range units {
+			n += len(u.rows)
+		}
+		devs := make(map[uint64]uint8, n)
+		for _, u := range units {
+			for _, r := range u.rows {
+				devs[r.dev] |= r.flags
+				tenants[r.tenant] = struct{}{}
+			}
+		}
+		for _, f := range devs {
+			add(f)
+		}
+	}
+	c.tenants = len(tenants)
 	return c
 }
 
@@ -390,7 +414,11 @@ func bucketAt(k bucketKey, s int) bucketKey {
 // (bucketAt); a merged bucket counts only the devices of the buckets that
 // were too small on their own. What is still too small at the last step,
 // and what does not fit in MaxTopFailures, is counted as suppressed.
-func (b *Builder) topFailures(frows []frow, rep *BucketReport) []*phxv1.TopFailure {
+func (b *Builder) topFailures(units []*unit, rep *BucketReport) []*phxv1.TopFailure {
+	var frows []frow
+	for _, u := range units {
+		frows = append(frows, u.frows...)
+	}
 	if len(frows) == 0 {
 		return nil
 	}
