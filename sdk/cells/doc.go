@@ -126,10 +126,11 @@
 //
 // # Memory
 //
-// The builder remembers each device (about 140 bytes: its hashes, its
+// The builder remembers each device (about 180 bytes: its hashes, its
 // latest cell and its presence in the open windows) while it is in an open
-// window or within the silent horizon, and each distinct cell key while a
-// remembered device is in it. State does not grow with the number of
+// window or within the silent horizon, and each distinct cell key (about
+// 420 bytes) while a remembered device is in it: about 9 KB for a cell of
+// 50 devices (BenchmarkMemoryPerCell). State does not grow with the number of
 // observations or of windows; Tracked reports it, and WithLimits caps
 // devices and cells (ErrTooManyDevices, ErrTooManyCells). During a Flush,
 // rows of the closed window are built and dropped again; device rows under
@@ -141,6 +142,8 @@
 // among independently locked shards (WithShards), so Observe from several
 // goroutines scales with cores. Observe does not allocate once a device,
 // its tenant and its cell are known; it does about a map lookup, a few
-// string comparisons and a hash of two ids. Run is one goroutine, the
-// caller's, and returns when its context ends.
+// string comparisons and a hash of two ids; BenchmarkObserve measures
+// several million observations a second on one core, closing windows
+// included. Run is one goroutine, the caller's, and returns when its
+// context ends.
 package cells
