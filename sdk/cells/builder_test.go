@@ -558,3 +558,70 @@ func TestContinent(t *testing.T) {
 		t.Error("QQ has a continent")
 	}
 }
+
+// TestWindowLengths checks the roll-up of builders with five-minute and
+// one-hour windows: the longer window is an hour, or there is none and the
+// OS version follows "global" in the same window.
+func TestWindowLengths(t *testing.T) {
+	hour := time.Date(2024, 7, 19, 4, 0, 0, 0, time.UTC)
+	builds := func(_ int, o *cells.Observation) {
+		o.Region = "JP"
+		if o.Device[len(o.Device)-1]%2 == 0 {
+			o.OSBuild = "10.0.22631.4037"
+		}
+	}
+	tests := []struct {
+		name   string
+		window time.Duration
+		obs    [][]cells.Observation
+		want   []string
+		level  cells.Level
+	}{
+		{"five minutes, small windows roll up to the hour", 5 * time.Minute,
+			[][]cells.Observation{fleet(hour, "a", 30, 6, nil), fleet(hour.Add(50*time.Minute), "b", 30, 6, nil)},
+			[]string{"global 04:00/3600s 10.0.22631.3880 291.1 active=60 tenants=6"}, cells.LevelWindow},
+		{"five minutes, a country cell", 5 * time.Minute,
+			[][]cells.Observation{fleet(hour.Add(55*time.Minute), "a", 60, 6, nil)},
+			[]string{"DE 04:55/300s 10.0.22631.3880 291.1 active=60 tenants=6"}, cells.LevelCountry},
+		{"an hour, builds roll up to the version in the same window", time.Hour,
+			[][]cells.Observation{fleet(hour.Add(30*time.Minute), "a", 60, 6, builds)},
+			[]string{"global 04:00/3600s 10.0.22631 291.1 active=60 tenants=6"}, cells.LevelOSVersion},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newBuilder(t, cells.WithWindow(tt.window), cells.WithClock(newClock(hour.Add(59*time.Minute)).Now),
+				cells.WithLateness(0), cells.WithSilentHorizon(0))
+			observeAll(t, b, tt.obs...)
+			got, rep := b.Flush(hour.Add(time.Hour))
+			sameLines(t, "cells", describeAll(got), tt.want)
+			checkRelations(t, got, 50, 5)
+			if rep.Emitted[tt.level].Cells != 1 {
+				t.Errorf("report %v; want a cell at %s", rep, tt.level)
+			}
+		})
+	}
+}
+
+// TestLateness checks that a window stays open for the lateness after its
+// end, and that each window is emitted once.
+func TestLateness(t *testing.T) {
+	clk := newClock(t0)
+	b := newBuilder(t, cells.WithClock(clk.Now), cells.WithLateness(10*time.Second), cells.WithSilentHorizon(0))
+	observeAll(t, b, fleet(t0.Add(50*time.Second), "a", 50, 5, nil))
+	clk.Set(t0.Add(time.Minute + 5*time.Second))
+	if got, _ := b.Flush(clk.Now()); len(got) != 0 {
+		t.Fatalf("flushed within the lateness: %v", describeAll(got))
+	}
+	observeAll(t, b, fleet(t0.Add(59*time.Second), "b", 10, 5, nil)) // late, within the lateness
+	got, rep := b.Flush(t0.Add(time.Minute + 10*time.Second))
+	sameLines(t, "cells", describeAll(got), []string{"DE 04:10/60s 10.0.22631.3880 291.1 active=60 tenants=5"})
+	if rep.Windows != 1 {
+		t.Errorf("report %v", rep)
+	}
+	if again, rep := b.Flush(t0.Add(time.Minute + 20*time.Second)); len(again) != 0 || rep.Windows != 0 {
+		t.Errorf("second flush: %v, %v", describeAll(again), rep)
+	}
+	if err := b.Observe(obs(t0.Add(59*time.Second), "c-1", "t")); !errors.Is(err, cells.ErrLate) {
+		t.Errorf("after the lateness: %v", err)
+	}
+}
