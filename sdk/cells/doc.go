@@ -10,7 +10,9 @@
 // (hash/maphash, a random seed per builder) and the tenant id by a
 // pseudonym, the first 8 bytes of HMAC-SHA256 under the tenant key
 // (WithTenantKey; random per builder by default), cached per tenant so it
-// is computed once. Emitted cells carry no hash of either.
+// is computed once. Emitted cells carry no hash of either. Two device ids
+// whose hashes collide count as one device; among a million devices the
+// chance that any two collide is about 3 in 100 million.
 //
 //	b, err := cells.New(cells.WithThresholds(50, 5))
 //	...

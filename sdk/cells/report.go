@@ -201,7 +201,8 @@ type Tracked struct {
 	Devices int
 	// Cells: distinct cell keys those devices are in.
 	Cells int
-	// Tenants: cached tenant pseudonyms.
+	// Tenants: cached tenant pseudonyms, per shard (a tenant whose devices
+	// fall into several shards is cached in each).
 	Tenants int
 	// Buckets: failure buckets of the open windows.
 	Buckets int
