@@ -152,6 +152,9 @@ func (b *Builder) closeShard(sh *shard, target int64, byWin map[int64]*windowUni
 		first = start
 		for w := start; w <= target; w++ {
 			if len(sh.index) == 0 && len(sh.fails) == 0 {
+				// Nothing is left to close: no cache is needed either.
+				clear(sh.tenants)
+				clear(sh.buckets)
 				break
 			}
 			wu := byWin[w]
