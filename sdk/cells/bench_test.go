@@ -73,8 +73,17 @@ func BenchmarkObserve(b *testing.B) {
 		b.ResetTimer()
 		if parallel {
 			b.RunParallel(func(pb *testing.PB) {
+				// Indices in chunks, so that goroutines do not share a
+				// counter on every observation.
+				const chunk = 256
+				next, end := int64(0), int64(0)
 				for pb.Next() {
-					observe(n.Add(1))
+					if next == end {
+						end = n.Add(chunk)
+						next = end - chunk
+					}
+					observe(next)
+					next++
 				}
 			})
 		} else {
