@@ -10,6 +10,7 @@ import (
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
 	"github.com/phx-exchange/phx/sdk"
 	"github.com/phx-exchange/phx/sdk/cells"
+	"github.com/phx-exchange/phx/server"
 	"github.com/phx-exchange/phx/server/servertest"
 )
 
@@ -156,5 +157,47 @@ func TestRun(t *testing.T) {
 	}
 	if tr := b.Tracked(); tr.Unpublished != 0 {
 		t.Errorf("%d cells left unpublished", tr.Unpublished)
+	}
+}
+
+// TestFollowsHubPrivacy: against a hub with a stricter minimum cohort, a
+// builder that follows WhoAmI emits only cells the hub accepts, while one
+// with the default thresholds has cells refused with FailedPrecondition.
+func TestFollowsHubPrivacy(t *testing.T) {
+	h := servertest.Start(t, servertest.WithConfig(func(c *server.Config) { c.KDevices, c.KTenants = 70, 6 }))
+	c := connect(t, h, "contoso")
+	ctx := context.Background()
+	who, err := c.WhoAmI(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().Truncate(5 * time.Minute).Add(-15 * time.Minute)
+	build := func(opts ...cells.Option) []*phxv1.HealthSignal {
+		clk := newClock(start)
+		b := newBuilder(t, append(append(scenarioOpts, cells.WithClock(clk.Now)), opts...)...)
+		got, _ := scenario(t, b, clk, start)
+		return got
+	}
+	following := build(cells.WithHubPrivacy(who.GetPrivacy()), cells.WithSource("following"))
+	if len(following) == 0 {
+		t.Fatal("nothing emitted")
+	}
+	publishAll(t, ctx, c, following, phxv1.SignalOutcome_SIGNAL_OUTCOME_ACCEPTED)
+
+	resp, err := c.PublishSignals(ctx, build(cells.WithSource("defaults")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := 0
+	for _, r := range resp.GetResults() {
+		if r.GetOutcome() == phxv1.SignalOutcome_SIGNAL_OUTCOME_REJECTED {
+			if !errors.Is(sdk.ItemErr(r.GetError()), sdk.ErrFailedPrecondition) {
+				t.Errorf("refused with %v, want FailedPrecondition", sdk.ItemErr(r.GetError()))
+			}
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Fatal("the hub accepted every cell built for a looser minimum cohort")
 	}
 }

@@ -115,6 +115,25 @@ func WithThresholds(minDevices, minTenants int) Option {
 	}
 }
 
+// WithHubPrivacy follows the minimum cohort a hub announces in WhoAmI:
+//
+//	who, err := client.WhoAmI(ctx)
+//	b, err := cells.New(cells.WithHubPrivacy(who.GetPrivacy()))
+//
+// A nil or empty value (a hub that does not announce one) keeps the
+// defaults.
+func WithHubPrivacy(p *phxv1.Privacy) Option {
+	return func(c *config) error {
+		if p.GetKDevices() > 0 {
+			c.minDevices = int(p.GetKDevices())
+		}
+		if p.GetKTenants() > 0 {
+			c.minTenants = int(p.GetKTenants())
+		}
+		return nil
+	}
+}
+
 // WithTenantKey sets the HMAC-SHA256 key of tenant pseudonyms (at least 16
 // bytes; the slice is copied). By default each builder draws a random
 // 32-byte key, so pseudonyms cannot be linked across processes.
