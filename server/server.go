@@ -32,6 +32,7 @@ import (
 	"github.com/phx-exchange/phx/internal/members"
 	"github.com/phx-exchange/phx/internal/pki"
 	"github.com/phx-exchange/phx/internal/tlsutil"
+	"github.com/phx-exchange/phx/server/internal/audit"
 	"github.com/phx-exchange/phx/server/internal/authn"
 	"github.com/phx-exchange/phx/server/internal/bus"
 	"github.com/phx-exchange/phx/server/internal/grpcapi"
@@ -217,6 +218,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	auditLog := audit.New(b.JetStream(), b.Stream(bus.StreamAudit), audit.Config{Logger: s.log})
 	s.mu.Lock()
 	s.bus, s.reg = b, reg
 	s.mu.Unlock()
@@ -237,6 +239,7 @@ func (s *Server) Run(ctx context.Context) error {
 		Logger:        s.log,
 		HealthMaxAge:  cfg.HealthRetention,
 		Draining:      draining,
+		Audit:         auditLog,
 	})
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
@@ -284,6 +287,15 @@ func (s *Server) Run(ctx context.Context) error {
 		})
 		s.log.Info("metrics", "listen", mlis.Addr().String())
 	}
+	// The audit log outlives the calls it records: it is closed (flushed)
+	// once the gRPC server has stopped.
+	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAudit()
+	wg.Go(func() {
+		if err := auditLog.Run(auditCtx); err != nil {
+			s.log.Error("audit log", "err", err)
+		}
+	})
 	// Reload the member registry when its file changes.
 	reloadCtx, stopReload := context.WithCancel(ctx)
 	wg.Go(func() {
@@ -333,6 +345,12 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = metricsSrv.Shutdown(sctx)
 		cancel()
 	}
+	actx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	if err := auditLog.Close(actx); err != nil {
+		s.log.Error("audit log not flushed", "err", err)
+	}
+	cancel()
+	stopAudit()
 	wg.Wait()
 	if err := nc.FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		s.log.Warn("nats flush", "err", err)

@@ -20,6 +20,7 @@ import (
 	"github.com/phx-exchange/phx/internal/members"
 	"github.com/phx-exchange/phx/internal/version"
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
+	"github.com/phx-exchange/phx/server/internal/audit"
 	"github.com/phx-exchange/phx/server/internal/authn"
 	"github.com/phx-exchange/phx/server/internal/authz"
 	"github.com/phx-exchange/phx/server/internal/bus"
@@ -34,6 +35,9 @@ type Config struct {
 	Pseudonyms    *policy.Pseudonymizer
 	Metrics       *Metrics
 	Logger        *slog.Logger
+	// Audit, if set, records authentication failures, authorization
+	// decisions, publishes, updates and deliveries.
+	Audit *audit.Log
 	// HealthMaxAge refuses cells older than the health stream keeps.
 	HealthMaxAge time.Duration
 	// Draining is closed when the hub starts shutting down; live streams end
@@ -60,6 +64,9 @@ func New(cfg Config) *API {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
+	if cfg.Audit != nil {
+		cfg.Metrics.audit.Store(cfg.Audit)
+	}
 	return &API{cfg: cfg, log: cfg.Logger}
 }
 
@@ -71,6 +78,7 @@ func (a *API) Register(s grpc.ServiceRegistrar) {
 	phxv1.RegisterIncidentServiceServer(s, &incidentSvc{a: a})
 	phxv1.RegisterFeedServiceServer(s, &feedSvc{a: a})
 	phxv1.RegisterTokenServiceServer(s, &tokenSvc{})
+	phxv1.RegisterAuditServiceServer(s, &auditSvc{a: a})
 }
 
 func (a *API) authenticate(ctx context.Context, method string) (context.Context, error) {
@@ -81,9 +89,12 @@ func (a *API) authenticate(ctx context.Context, method string) (context.Context,
 	if err != nil {
 		a.cfg.Metrics.authFailures.WithLabelValues(method).Inc()
 		a.log.Info("authentication failed", "method", method, "err", err)
+		a.auditAuthn(ctx, method, err)
 		return ctx, err
 	}
-	if _, err := authz.Authorize(method, id.Role); err != nil {
+	d, err := authz.Authorize(method, id.Role)
+	a.auditAuthz(ctx, method, id, d, err)
+	if err != nil {
 		a.log.Info("authorization denied", "method", method, "org", id.Org, "role", id.Role, "err", err)
 		return ctx, err
 	}
