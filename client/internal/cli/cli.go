@@ -119,6 +119,9 @@ func commands() []*command {
 			incidentReportCmd(), incidentUpdateCmd(), incidentShowCmd(), incidentListCmd(),
 		}},
 		watchCmd(),
+		{name: "audit", summary: "read and check the hub's audit log (operators)", subs: []*command{
+			auditTailCmd(), auditVerifyCmd(),
+		}},
 		{name: "pki", summary: "create a development PKI and member certificates", subs: []*command{
 			pkiInitCmd(), pkiIssueCmd(),
 		}},
