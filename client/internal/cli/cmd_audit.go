@@ -17,7 +17,7 @@ func auditTailCmd() *command {
 		name:    "tail",
 		args:    "[-n N] [--follow]",
 		summary: "show the newest audit records (operators)",
-		long: "Prints the newest records of the hub's audit log, oldest first: one aligned line each, or with\n--json one protojson AuditRecord per line. With --follow it keeps printing new records until\ninterrupted.",
+		long:    "Prints the newest records of the hub's audit log, oldest first: one aligned line each, or with\n--json one protojson AuditRecord per line. With --follow it keeps printing new records until\ninterrupted.",
 		setup: func(fs *flag.FlagSet) runFunc {
 			n := fs.Uint("n", 20, "how many of the newest `records` to show first (at most 10000)")
 			follow := fs.Bool("follow", false, "keep printing new records until interrupted")
@@ -67,7 +67,7 @@ func auditVerifyCmd() *command {
 	return &command{
 		name:    "verify",
 		summary: "check the audit log's hash chain (operators)",
-		long: "Asks the hub to check every record of its audit log: its own hash, and its link to the record\nbefore it. Prints the head (n, hash, stream sequence) to copy elsewhere as an anchor. Exits with\nstatus 1 and names the first broken record when the chain is broken. Progress goes to stderr\nwhen it is a terminal. The check runs until done; --timeout does not bound it.",
+		long:    "Asks the hub to check every record of its audit log: its own hash, and its link to the record\nbefore it. Prints the head (n, hash, stream sequence) to copy elsewhere as an anchor. Exits with\nstatus 1 and names the first broken record when the chain is broken. Progress goes to stderr\nwhen it is a terminal. The check runs until done; --timeout does not bound it.",
 		setup: func(fs *flag.FlagSet) runFunc {
 			return func(ctx context.Context, e *env, args []string) error {
 				if err := noArgs(e, args); err != nil {
