@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -418,9 +417,7 @@ func TestAudit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(recs) == 3 && slices.ContainsFunc(recs, func(r *phxv1.AuditRecord) bool {
-			return r.GetOrg() == "contoso" && r.GetMethod() == phxv1.IdentityService_WhoAmI_FullMethodName && r.GetAllowed()
-		}) || time.Now().After(deadline) {
+		if len(recs) == 3 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)

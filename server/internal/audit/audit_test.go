@@ -609,3 +609,64 @@ func TestWaitsForJetStream(t *testing.T) {
 		t.Fatalf("new stream's chain starts at %d", res.StartN)
 	}
 }
+
+func TestTail(t *testing.T) {
+	s := newStore(t)
+	l := s.newLog(t, "hub-a")
+	appendN(t, l, 0, 30)
+	for l.Stored() < 30 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	var ns []uint64
+	if err := audit.Tail(ctxT(t), s.stream, 5, false, func(e audit.Entry) error {
+		ns = append(ns, e.Record.N)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(ns) != "[26 27 28 29 30]" {
+		t.Fatalf("last 5: %v", ns)
+	}
+	// More than there are: all of them.
+	ns = nil
+	if err := audit.Tail(ctxT(t), s.stream, 100, false, func(e audit.Entry) error {
+		ns = append(ns, e.Record.N)
+		return nil
+	}); err != nil || len(ns) != 30 || ns[0] != 1 {
+		t.Fatalf("last 100: %v %v", ns, err)
+	}
+
+	// Following: the last one, then new ones as they are stored, until
+	// the context ends.
+	ctx, cancel := context.WithCancel(ctxT(t))
+	got := make(chan uint64, 100)
+	done := make(chan error, 1)
+	go func() {
+		done <- audit.Tail(ctx, s.stream, 1, true, func(e audit.Entry) error {
+			got <- e.Record.N
+			return nil
+		})
+	}()
+	for want := uint64(30); want <= 33; want++ {
+		if want == 31 {
+			appendN(t, l, 30, 3)
+		}
+		select {
+		case n := <-got:
+			if n != want {
+				t.Fatalf("followed n %d, want %d", n, want)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("n %d not followed", want)
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Tail ended with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Tail did not stop when its context ended")
+	}
+}

@@ -31,6 +31,24 @@ func Scan(ctx context.Context, s jetstream.Stream, from uint64, follow bool, fn 
 	if err != nil {
 		return err
 	}
+	return scan(ctx, s, info, from, follow, fn)
+}
+
+// Tail is Scan from the last messages of the stream: the newest last of
+// those stored when it started.
+func Tail(ctx context.Context, s jetstream.Stream, last uint64, follow bool, fn func(Entry) error) error {
+	info, err := s.Info(ctx)
+	if err != nil {
+		return err
+	}
+	from := info.State.FirstSeq
+	if end := info.State.LastSeq; end >= last && end-last+1 > from {
+		from = end - last + 1
+	}
+	return scan(ctx, s, info, from, follow, fn)
+}
+
+func scan(ctx context.Context, s jetstream.Stream, info *jetstream.StreamInfo, from uint64, follow bool, fn func(Entry) error) error {
 	end := info.State.LastSeq
 	if !follow && (info.State.Msgs == 0 || from > end) {
 		return nil

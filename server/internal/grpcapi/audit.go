@@ -160,14 +160,6 @@ func (s *auditSvc) TailAudit(req *phxv1.TailAuditRequest, stream grpc.ServerStre
 	st := s.a.cfg.Bus.Stream(bus.StreamAudit)
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	info, err := st.Info(ctx)
-	if err != nil {
-		return err
-	}
-	from := info.State.FirstSeq
-	if last := info.State.LastSeq; last >= limit && last-limit+1 > from {
-		from = last - limit + 1
-	}
 	// A follower ends when the hub begins to shut down.
 	drained := make(chan struct{})
 	go func() {
@@ -178,7 +170,7 @@ func (s *auditSvc) TailAudit(req *phxv1.TailAuditRequest, stream grpc.ServerStre
 		case <-ctx.Done():
 		}
 	}()
-	err = audit.Scan(ctx, st, from, req.GetFollow(), func(e audit.Entry) error {
+	err := audit.Tail(ctx, st, limit, req.GetFollow(), func(e audit.Entry) error {
 		return stream.Send(recordProto(e))
 	})
 	select {
