@@ -1,6 +1,7 @@
 package audit_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -272,7 +273,12 @@ func TestTwoLogsConcurrently(t *testing.T) {
 // chains after it.
 func TestRechainsAfterAnotherHub(t *testing.T) {
 	s := newStore(t)
-	a, b := s.newLog(t, "hub-a"), s.newLog(t, "hub-b")
+	// A refusal because another hub appended first is expected: it is
+	// handled at once, without a warning or a pause.
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a := s.newLogConfig(t, audit.Config{Hub: "hub-a", Logger: logger})
+	b := s.newLogConfig(t, audit.Config{Hub: "hub-b", Logger: logger})
 	stored := func(l *audit.Log, n uint64) {
 		t.Helper()
 		deadline := time.Now().Add(30 * time.Second)
@@ -297,6 +303,27 @@ func TestRechainsAfterAnotherHub(t *testing.T) {
 	if got := strings.Join(hubs, " "); got != strings.TrimSpace(strings.Repeat("hub-a ", 5)+strings.Repeat("hub-b ", 5)+strings.Repeat("hub-a ", 5)) {
 		t.Fatalf("hubs in chain order: %s", got)
 	}
+	if out := logs.String(); !strings.Contains(out, "audit chain moved on") || strings.Contains(out, "level=WARN") {
+		t.Errorf("log:\n%s", out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // tamper edits the stream as someone with NATS administrator rights could:
