@@ -336,3 +336,47 @@ func TestAuditTamperDetected(t *testing.T) {
 		t.Errorf("VerifyAudit: %d broken of %d records; want the edited one and the next", v.GetBroken(), v.GetRecords())
 	}
 }
+
+// TestAuditTwoHubsOnCluster: two hub replicas on a 3-node JetStream cluster
+// record concurrently into one audit stream; the chain is whole and holds
+// every record of both.
+func TestAuditTwoHubsOnCluster(t *testing.T) {
+	url := extStartNATS(t, 3)
+	a := servertest.Start(t, servertest.WithNATSURL(url, 3))
+	b := servertest.Start(t, servertest.WithNATSURL(url, 3), servertest.WithDataDir(a.DataDir))
+	ctx := testCtx(t)
+	callers := []*clients{as(t, a, "contoso"), as(t, b, "contoso"), as(t, a, "fabrikam"), as(t, b, "fabrikam")}
+	const calls = 40
+	race(len(callers), func(i int) {
+		for range calls {
+			if _, err := callers[i].identity.WhoAmI(ctx, &phxv1.WhoAmIRequest{}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	whoami := func(recs []*phxv1.AuditRecord) (n int, hubs map[string]bool) {
+		hubs = map[string]bool{}
+		for _, r := range recs {
+			if r.GetMethod() == phxv1.IdentityService_WhoAmI_FullMethodName {
+				n++
+				hubs[r.GetHub()] = true
+			}
+		}
+		return n, hubs
+	}
+	recs := auditWait(ctx, t, a, func(recs []*phxv1.AuditRecord) error {
+		if n, _ := whoami(recs); n < len(callers)*calls {
+			return errNotYet
+		}
+		return nil
+	})
+	if n, hubs := whoami(recs); n != len(callers)*calls || len(hubs) != 2 {
+		t.Fatalf("%d WhoAmI records from hubs %v; want %d from two hubs", n, hubs, len(callers)*calls)
+	}
+	for _, h := range []*servertest.Hub{a, b} {
+		if v := auditVerify(ctx, t, h); !v.GetOk() || v.GetStartN() != 1 || v.GetRecords() < uint64(len(recs)) {
+			t.Fatalf("VerifyAudit through %s: %v", h.Addr, v)
+		}
+	}
+}

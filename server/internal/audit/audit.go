@@ -15,9 +15,9 @@
 // to be copied somewhere else from time to time, so that removing the newest
 // records, or the whole stream, shows too.
 //
-// Records are appended by one goroutine (Log.Run) that chains them in order,
-// so that hub replicas sharing one JetStream cluster never interleave into a
-// broken chain: see Log.
+// Records are appended by one goroutine (Log.Run) that chains them in order
+// and stores them with JetStream expectations, so that hub replicas sharing
+// one JetStream cluster never interleave into a broken chain: see Log.
 package audit
 
 import (

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,8 +21,34 @@ import (
 // ErrClosed is returned by Append once the log has begun to shut down.
 var ErrClosed = errors.New("audit log is closed")
 
+// Batching is how a Log stores a batch of records in one round.
+type Batching int
+
+// Ways of storing a batch.
+const (
+	// BatchingAuto picks by the stream: pipelined on a stream of one
+	// replica; atomic batches on a replicated one (sequential if the
+	// stream does not allow atomic publishing).
+	BatchingAuto Batching = iota
+	// BatchingPipelined publishes the records of a batch asynchronously,
+	// the first expecting the stream's last sequence and every later one
+	// the message id of the record before it. A replicated stream checks a
+	// message id expectation only once the message is replicated, and takes
+	// a mismatch for a failed write (nats-server 2.15 stops the stream), so
+	// this is for streams of one replica only.
+	BatchingPipelined
+	// BatchingAtomic publishes each batch as one JetStream atomic batch
+	// (the stream must allow atomic publishing).
+	BatchingAtomic
+	// BatchingSequential publishes one record at a time, each expecting
+	// the stream's last sequence.
+	BatchingSequential
+)
+
 // Config configures a Log.
 type Config struct {
+	// Batching says how batches are stored (default BatchingAuto).
+	Batching Batching
 	// Hub identifies this hub instance in its records (default: host name
 	// and a random suffix).
 	Hub string
@@ -79,17 +107,24 @@ func instanceID() string {
 // Log appends events to the audit stream. Append may be called from any
 // goroutine; one goroutine, Run, chains and stores the records in order.
 //
-// Run publishes each batch asynchronously, pipelined: the first record of a
-// batch carries the expected last stream sequence (that of the record it
-// chains to), every later one the expected last message id (the hash of the
-// record before it). JetStream stores a record only if the stream's last
-// message is the one its prev names, so several Logs (hub replicas) appending
-// to one stream never interleave into a broken chain: when another replica
-// got in first, the rest of the batch is refused, and Run reads the stream's
-// last record again and chains what was not stored after it. Safety comes
-// before liveness: a record is never stored out of the chain, and while
-// JetStream cannot be reached records wait in the queue, and Append blocks
-// once it is full.
+// Run stores what is queued in batches, each in one round trip, and never
+// lets a record be stored anywhere but right after the record its prev
+// names, so several Logs (hub replicas) appending to one stream never
+// interleave into a broken chain. The first record of a batch expects the
+// stream's last sequence, that of the record it chains to. On a stream of
+// one replica the batch is pipelined: every later record expects the
+// message id (the hash) of the record before it. On a replicated stream the
+// batch is one JetStream atomic batch instead, since a replicated stream
+// takes a failed message id expectation for a failed write (see Batching).
+// When another replica got in first, the batch (or its rest) is refused,
+// and Run reads the stream's last record again and chains what was not
+// stored after it.
+//
+// Safety comes before liveness: while JetStream cannot be reached records
+// wait in the queue, and Append blocks once it is full. If an
+// acknowledgement is lost, Run takes the records for stored only if the
+// stream's last record is one of them; otherwise it chains them again,
+// which may record an event twice but never breaks the chain.
 type Log struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
@@ -110,6 +145,7 @@ type Log struct {
 	stored  atomic.Uint64
 
 	// Owned by Run.
+	mode   Batching // how batches are stored: never BatchingAuto
 	tail   tail
 	unsure []string // hashes of records of a failed batch that may be stored
 }
@@ -306,8 +342,8 @@ func isConflict(err error) bool {
 const errCodeWrongLastMsgID jetstream.ErrorCode = 10070
 
 // publish chains batch after the stream's last record and stores it in one
-// pipelined round. It returns how many records of batch, from the start, are
-// now stored.
+// round. It returns how many records of batch, from the start, are now
+// stored.
 func (l *Log) publish(ctx context.Context, batch []pending) (int, error) {
 	if !l.tail.known {
 		if err := l.readTail(ctx); err != nil {
@@ -325,36 +361,85 @@ func (l *Log) publish(ctx context.Context, batch []pending) (int, error) {
 		}
 		l.unsure = nil
 	}
-	recs := make([]tail, 0, len(batch))
-	futs := make([]jetstream.PubAckFuture, 0, len(batch))
+	if l.mode == BatchingSequential {
+		batch = batch[:1]
+	}
+	recs, err := l.chain(batch)
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	if l.mode == BatchingAtomic {
+		n, err = l.storeAtomic(ctx, recs)
+	} else {
+		n, err = l.storePipelined(ctx, recs)
+	}
+	if n > 0 {
+		l.tail = recs[n-1].tail
+		l.stored.Add(uint64(n))
+	}
+	if err == nil && n < len(recs) {
+		err = errUnknownOutcome
+	}
+	if err != nil {
+		// Read the stream's last record again before the next attempt, and
+		// remember the records sent whose outcome is unknown.
+		l.tail.known = false
+		l.unsure = nil
+		if !isConflict(err) {
+			for _, r := range recs[n:] {
+				l.unsure = append(l.unsure, r.hash)
+			}
+		}
+	}
+	return n, err
+}
+
+// sealed is a record ready to store: its bytes, and the chain's tail once
+// it is stored.
+type sealed struct {
+	data []byte
+	tail
+}
+
+// chain seals batch as the records that follow the stream's last one.
+func (l *Log) chain(batch []pending) ([]sealed, error) {
+	recs := make([]sealed, len(batch))
 	prev := l.tail
-	var sendErr error
-	for _, p := range batch {
+	for i, p := range batch {
 		r := &Record{N: prev.n + 1, Time: p.at, Hub: l.cfg.Hub, Event: p.ev, Prev: prev.digest}
 		data, err := seal(r)
 		if err != nil {
-			sendErr = fmt.Errorf("encode: %w", err)
-			break
+			return nil, fmt.Errorf("encode: %w", err)
 		}
-		opts := []jetstream.PublishOpt{jetstream.WithMsgID(r.Hash), jetstream.WithStallWait(l.cfg.AckTimeout)}
-		if len(recs) == 0 {
+		prev = tail{known: true, n: r.N, digest: digest(data), hash: r.Hash}
+		recs[i] = sealed{data: data, tail: prev}
+	}
+	return recs, nil
+}
+
+// storePipelined publishes recs asynchronously, pipelined: the first
+// expects the stream's last sequence, every later one the previous record's
+// message id. JetStream stores a record only if the one before it is the
+// stream's last, so the stored records are a prefix of recs: up to the last
+// one acknowledged. It returns how many are stored.
+func (l *Log) storePipelined(ctx context.Context, recs []sealed) (int, error) {
+	futs := make([]jetstream.PubAckFuture, 0, len(recs))
+	var sendErr error
+	for i, r := range recs {
+		opts := []jetstream.PublishOpt{jetstream.WithMsgID(r.hash), jetstream.WithStallWait(l.cfg.AckTimeout)}
+		if i == 0 {
 			opts = append(opts, jetstream.WithExpectLastSequence(l.tail.seq))
 		} else {
-			opts = append(opts, jetstream.WithExpectLastMsgID(prev.hash))
+			opts = append(opts, jetstream.WithExpectLastMsgID(recs[i-1].hash))
 		}
-		f, err := l.js.PublishMsgAsync(&nats.Msg{Subject: Subject, Data: data}, opts...)
+		f, err := l.js.PublishMsgAsync(&nats.Msg{Subject: Subject, Data: r.data}, opts...)
 		if err != nil {
 			sendErr = err
 			break
 		}
-		prev = tail{known: true, n: r.N, digest: digest(data), hash: r.Hash}
-		recs = append(recs, prev)
 		futs = append(futs, f)
 	}
-
-	// Wait for the acknowledgements. JetStream stores a record only if the
-	// one before it is the stream's last, so the stored records are a
-	// prefix of the batch: up to the last one acknowledged.
 	timer := time.NewTimer(l.cfg.AckTimeout)
 	defer timer.Stop()
 	errs := make([]error, len(futs))
@@ -381,30 +466,83 @@ wait:
 		}
 	}
 	n := lastOK + 1
-	if n > 0 {
-		l.tail = recs[lastOK]
-		l.stored.Add(uint64(n))
+	switch {
+	case n < len(errs) && errs[n] != nil:
+		return n, errs[n]
+	case n < len(recs) && sendErr != nil:
+		return n, sendErr
 	}
-	if n == len(batch) {
-		return n, nil
-	}
-	err := sendErr
-	if n < len(errs) && errs[n] != nil {
-		err = errs[n]
-	}
-	if err == nil {
-		err = errUnknownOutcome
-	}
-	// Read the stream's last record again before the next attempt, and
-	// remember the records sent whose outcome is unknown.
-	l.tail.known = false
-	l.unsure = nil
-	if !isConflict(err) {
-		for _, r := range recs[n:] {
-			l.unsure = append(l.unsure, r.hash)
+	return n, nil
+}
+
+// Headers of JetStream's atomic batch publish (nats-server 2.12 and later).
+const (
+	hdrBatchID     = "Nats-Batch-Id"
+	hdrBatchSeq    = "Nats-Batch-Sequence"
+	hdrBatchCommit = "Nats-Batch-Commit"
+)
+
+// errCodeBatchHasDuplicate is JetStream's
+// JSAtomicPublishContainsDuplicateMessageErr: a record of the batch is
+// stored already.
+const errCodeBatchHasDuplicate jetstream.ErrorCode = 10201
+
+// storeAtomic publishes recs as one JetStream atomic batch: all of them are
+// stored, right after the stream's last record, or none is. Only the first
+// carries an expectation (the stream's last sequence); the batch makes the
+// rest follow it with nothing in between. A replicated stream checks that
+// expectation before it replicates anything, so a refusal costs nothing.
+// It returns how many are stored: all or none.
+func (l *Log) storeAtomic(ctx context.Context, recs []sealed) (int, error) {
+	id := make([]byte, 16)
+	_, _ = rand.Read(id)
+	batchID := hex.EncodeToString(id)
+	nc := l.js.Conn()
+	for i, r := range recs {
+		m := nats.NewMsg(Subject)
+		m.Data = r.data
+		m.Header.Set(hdrBatchID, batchID)
+		m.Header.Set(hdrBatchSeq, strconv.Itoa(i+1))
+		m.Header.Set(jetstream.MsgIDHeader, r.hash)
+		if i == 0 {
+			m.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(l.tail.seq, 10))
+		}
+		if i < len(recs)-1 {
+			if err := nc.PublishMsg(m); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		m.Header.Set(hdrBatchCommit, "1")
+		rctx, cancel := context.WithTimeout(ctx, l.cfg.AckTimeout)
+		resp, err := nc.RequestMsgWithContext(rctx, m)
+		cancel()
+		if err != nil {
+			return 0, errors.Join(errUnknownOutcome, err)
+		}
+		var ack struct {
+			Error *jetstream.APIError `json:"error"`
+			Seq   uint64              `json:"seq"`
+			Batch string              `json:"batch"`
+			Count int                 `json:"count"`
+		}
+		if err := json.Unmarshal(resp.Data, &ack); err != nil {
+			return 0, errors.Join(errUnknownOutcome, fmt.Errorf("batch acknowledgement: %w", err))
+		}
+		switch {
+		case ack.Error != nil && ack.Error.ErrorCode == errCodeBatchHasDuplicate:
+			// Stored by an earlier attempt whose answer was lost.
+			return 0, errors.Join(errUnknownOutcome, ack.Error)
+		case ack.Error != nil:
+			return 0, ack.Error
+		case ack.Batch != batchID || ack.Count != len(recs) || ack.Seq < uint64(len(recs)):
+			return 0, errors.Join(errUnknownOutcome, fmt.Errorf("unexpected batch acknowledgement %s", resp.Data))
+		}
+		for j := range recs {
+			recs[j].seq = ack.Seq - uint64(len(recs)-1-j)
 		}
 	}
-	return n, err
+	return len(recs), nil
 }
 
 // readTail reads the stream's last record: the next record chains to it.
@@ -419,6 +557,17 @@ func (l *Log) readTail(ctx context.Context) error {
 		info, err := l.stream.Info(ctx)
 		if err != nil {
 			return err
+		}
+		l.mode = l.cfg.Batching
+		if l.mode == BatchingAuto {
+			switch {
+			case info.Config.Replicas <= 1:
+				l.mode = BatchingPipelined
+			case info.Config.AllowAtomicPublish:
+				l.mode = BatchingAtomic
+			default:
+				l.mode = BatchingSequential
+			}
 		}
 		st := info.State
 		if st.Msgs == 0 {

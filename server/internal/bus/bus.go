@@ -144,13 +144,17 @@ func (b *Bus) streamConfigs() []jetstream.StreamConfig {
 	health := base(StreamHealth, "phx.v1.health.>", "phx health cells")
 	health.MaxAge = b.cfg.HealthMaxAge
 	health.Duplicates = b.cfg.HealthDuplicateWindow
+	// The audit log stores its hash-chained records in atomic batches on a
+	// replicated stream (package audit).
+	audit := base(StreamAudit, "phx.v1.audit.>", "phx audit log")
+	audit.AllowAtomicPublish = true
 	return []jetstream.StreamConfig{
 		health,
 		base(StreamRollouts, "phx.v1.rollout.>", "phx rollout revisions"),
 		base(StreamIncidents, "phx.v1.incident.>", "phx incident revisions"),
 		base(StreamAdvisories, "phx.v1.advisory.>", "phx hub advisories"),
 		base(StreamReceipts, "phx.v1.receipt.>", "phx delivery receipts"),
-		base(StreamAudit, "phx.v1.audit.>", "phx audit log"),
+		audit,
 	}
 }
 
