@@ -5,13 +5,17 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/phx-exchange/phx/internal/tlsutil"
@@ -37,6 +41,7 @@ type Client struct {
 	incident phxv1.IncidentServiceClient
 	feed     phxv1.FeedServiceClient
 	tokens   phxv1.TokenServiceClient
+	audit    phxv1.AuditServiceClient
 }
 
 // New returns a client of the hub at target (host:port). An empty target
@@ -103,6 +108,7 @@ func New(target string, opts ...Option) (*Client, error) {
 		incident: phxv1.NewIncidentServiceClient(conn),
 		feed:     phxv1.NewFeedServiceClient(conn),
 		tokens:   phxv1.NewTokenServiceClient(conn),
+		audit:    phxv1.NewAuditServiceClient(conn),
 	}, nil
 }
 
@@ -331,5 +337,67 @@ func (c *Client) IssueToken(ctx context.Context, req *phxv1.IssueTokenRequest) (
 func (c *Client) RevokeToken(ctx context.Context, jti string) (*phxv1.RevokeTokenResponse, error) {
 	return invoke(ctx, c, "RevokeToken", func(ctx context.Context) (*phxv1.RevokeTokenResponse, error) {
 		return c.tokens.RevokeToken(ctx, &phxv1.RevokeTokenRequest{Jti: jti})
+	})
+}
+
+// TailAudit reads the hub's audit log (operators only): the newest
+// req.Limit records (0: the hub's default of 20) in order, then, with
+// req.Follow, each new record as it is stored, until ctx ends. fn is called
+// with every record; an error from fn ends the stream and is returned as it
+// is. Without Follow, TailAudit returns nil once the records are read.
+// A stream that breaks is not resumed: call TailAudit again.
+func (c *Client) TailAudit(ctx context.Context, req *phxv1.TailAuditRequest, fn func(*phxv1.AuditRecord) error) error {
+	if req == nil {
+		req = &phxv1.TailAuditRequest{}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.audit.TailAudit(ctx, req)
+	if err != nil {
+		return toError(err)
+	}
+	for {
+		rec, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return toError(err)
+		}
+		if err := fn(rec); err != nil {
+			return err
+		}
+	}
+}
+
+// VerifyAudit asks the hub to check its whole audit log (operators only):
+// every record's hash, and its link to the record before it. progress, if
+// not nil, is called with the hub's reports while it works. A broken chain
+// is not an error: the result's Ok is false and FirstBroken names the first
+// broken record. The check reads and changes nothing, so it is retried from
+// the start on Unavailable.
+func (c *Client) VerifyAudit(ctx context.Context, progress func(*phxv1.AuditProgress)) (*phxv1.AuditVerification, error) {
+	return invoke(ctx, c, "VerifyAudit", func(ctx context.Context) (*phxv1.AuditVerification, error) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stream, err := c.audit.VerifyAudit(ctx, &phxv1.VerifyAuditRequest{})
+		if err != nil {
+			return nil, err
+		}
+		for {
+			resp, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				return nil, status.Error(codes.Unavailable, "the hub ended the verification without a result")
+			}
+			if err != nil {
+				return nil, err
+			}
+			if r := resp.GetResult(); r != nil {
+				return r, nil
+			}
+			if p := resp.GetProgress(); p != nil && progress != nil {
+				progress(p)
+			}
+		}
 	})
 }

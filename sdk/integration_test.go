@@ -394,3 +394,61 @@ func TestThinWrappers(t *testing.T) {
 		}
 	}
 }
+
+// TestAudit reads the audit log as the operator, and is refused it as a vendor.
+func TestAudit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	vendor, op := client(t, hub, "contoso"), client(t, hub, "operator")
+	for range 3 {
+		if _, err := vendor.WhoAmI(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The records of a call are stored shortly after it returns.
+	var recs []*phxv1.AuditRecord
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		recs = recs[:0]
+		err := op.TailAudit(ctx, &phxv1.TailAuditRequest{Limit: 3}, func(r *phxv1.AuditRecord) error {
+			recs = append(recs, r)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) == 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(recs) != 3 {
+		t.Fatalf("%d records, want 3", len(recs))
+	}
+	for i, r := range recs {
+		if r.GetKind() == phxv1.AuditKind_AUDIT_KIND_UNSPECIFIED || r.GetHash() == "" || i > 0 && r.GetN() != recs[i-1].GetN()+1 {
+			t.Errorf("record %d: %v", i, r)
+		}
+	}
+	// An error from the callback ends the stream and is returned.
+	stop := errors.New("enough")
+	if err := op.TailAudit(ctx, nil, func(*phxv1.AuditRecord) error { return stop }); err != stop {
+		t.Errorf("TailAudit with a failing callback: %v", err)
+	}
+
+	progress := 0
+	res, err := op.VerifyAudit(ctx, func(*phxv1.AuditProgress) { progress++ })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.GetOk() || res.GetFirstBroken() != nil || res.GetRecords() == 0 || res.GetHead().GetN() < recs[2].GetN() || progress == 0 {
+		t.Errorf("VerifyAudit: %v (%d progress reports)", res, progress)
+	}
+
+	if err := vendor.TailAudit(ctx, nil, func(*phxv1.AuditRecord) error { return nil }); !errors.Is(err, sdk.ErrPermissionDenied) {
+		t.Errorf("TailAudit as a vendor: %v", err)
+	}
+	if _, err := vendor.VerifyAudit(ctx, nil); !errors.Is(err, sdk.ErrPermissionDenied) {
+		t.Errorf("VerifyAudit as a vendor: %v", err)
+	}
+}

@@ -33,6 +33,7 @@ import (
 	"github.com/phx-exchange/phx/internal/members"
 	"github.com/phx-exchange/phx/internal/pki"
 	"github.com/phx-exchange/phx/internal/tlsutil"
+	"github.com/phx-exchange/phx/server/internal/audit"
 	"github.com/phx-exchange/phx/server/internal/authn"
 	"github.com/phx-exchange/phx/server/internal/bus"
 	"github.com/phx-exchange/phx/server/internal/grpcapi"
@@ -263,10 +264,11 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("token keys: %w", err)
 	}
-	ledger, err := token.OpenLedger(ctx, b.JetStream(), replicas, cfg.TokenMaxTTL, s.log)
+	ledger, err := token.OpenLedger(ctx, b, cfg.TokenMaxTTL, s.log)
 	if err != nil {
 		return fmt.Errorf("token ledger: %w", err)
 	}
+	auditLog := audit.New(b.JetStream(), b.Stream(bus.StreamAudit), audit.Config{Logger: s.log})
 	s.mu.Lock()
 	s.bus, s.reg, s.tokens = b, reg, tokens
 	s.mu.Unlock()
@@ -292,6 +294,7 @@ func (s *Server) Run(ctx context.Context) error {
 		Logger:        s.log,
 		HealthMaxAge:  cfg.HealthRetention,
 		Draining:      draining,
+		Audit:         auditLog,
 	})
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
@@ -353,6 +356,15 @@ func (s *Server) Run(ctx context.Context) error {
 		})
 		s.log.Info("metrics", "listen", mlis.Addr().String())
 	}
+	// The audit log outlives the calls it records: it is closed (flushed)
+	// once the gRPC server has stopped.
+	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAudit()
+	wg.Go(func() {
+		if err := auditLog.Run(auditCtx); err != nil {
+			s.log.Error("audit log", "err", err)
+		}
+	})
 	// Reload the member registry when its file changes.
 	reloadCtx, stopReload := context.WithCancel(ctx)
 	wg.Go(func() {
@@ -402,6 +414,12 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = metricsSrv.Shutdown(sctx)
 		cancel()
 	}
+	actx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	if err := auditLog.Close(actx); err != nil {
+		s.log.Error("audit log not flushed", "err", err)
+	}
+	cancel()
+	stopAudit()
 	stopWatch()
 	wg.Wait()
 	if err := nc.FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {

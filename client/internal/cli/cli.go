@@ -122,6 +122,9 @@ func commands() []*command {
 		{name: "token", summary: "issue and revoke bearer tokens (operator)", subs: []*command{
 			tokenIssueCmd(), tokenRevokeCmd(),
 		}},
+		{name: "audit", summary: "read and check the hub's audit log (operator)", subs: []*command{
+			auditTailCmd(), auditVerifyCmd(),
+		}},
 		{name: "pki", summary: "create a development PKI, member certificates and token keys", subs: []*command{
 			pkiInitCmd(), pkiIssueCmd(), pkiTokenKeyCmd(),
 		}},

@@ -21,9 +21,11 @@ const strictWarning = "AMBER+STRICT — do not share outside your org"
 
 // colorEnabled reports whether w is a terminal and NO_COLOR is unset.
 func colorEnabled(w io.Writer) bool {
-	if os.Getenv("NO_COLOR") != "" {
-		return false
-	}
+	return os.Getenv("NO_COLOR") == "" && isTerminal(w)
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false

@@ -21,7 +21,7 @@ func TestUsageAndFlagErrors(t *testing.T) {
 		noStdout bool
 	}{
 		{name: "no command", args: nil, code: 2, errText: "missing command", noStdout: true},
-		{name: "help", args: []string{"help"}, code: 0, stdout: []string{"Usage:", "whoami", "signal publish", "rollout announce", "rollout update", "rollout show", "rollout list", "incident report", "incident update", "incident show", "incident list", "watch", "pki init", "pki issue", "version", "--hub", "--as", "--json", "--timeout"}},
+		{name: "help", args: []string{"help"}, code: 0, stdout: []string{"Usage:", "whoami", "signal publish", "rollout announce", "rollout update", "rollout show", "rollout list", "incident report", "incident update", "incident show", "incident list", "watch", "audit tail", "audit verify", "pki init", "pki issue", "version", "--hub", "--as", "--json", "--timeout"}},
 		{name: "-h", args: []string{"-h"}, code: 0, stdout: []string{"Usage:", "incident report"}},
 		{name: "--help", args: []string{"--help"}, code: 0, stdout: []string{"Usage:"}},
 		{name: "help group", args: []string{"help", "rollout"}, code: 0, stdout: []string{"phx rollout update ID --revision N"}},
@@ -29,6 +29,11 @@ func TestUsageAndFlagErrors(t *testing.T) {
 		{name: "help unknown", args: []string{"help", "nope"}, code: 2, errText: `unknown command "nope"`},
 		{name: "group -h", args: []string{"incident", "-h"}, code: 0, stdout: []string{"phx incident report"}},
 		{name: "leaf -h", args: []string{"watch", "-h"}, code: 0, stdout: []string{"Usage: phx watch", "--from-cursor", "--since", "--from-beginning", "--kinds"}},
+		{name: "audit -h", args: []string{"audit", "-h"}, code: 0, stdout: []string{"phx audit tail [-n N] [--follow]", "phx audit verify"}},
+		{name: "audit tail -h", args: []string{"audit", "tail", "-h"}, code: 0, stdout: []string{"Usage: phx audit tail", "-n records", "--follow", "--json"}},
+		{name: "audit missing subcommand", args: []string{"audit"}, code: 2, errText: "audit: missing command (one of: tail, verify)"},
+		{name: "audit tail -n 0", args: []string{"audit", "tail", "-n", "0"}, code: 2, errText: "-n: 0 is not between 1 and 10000"},
+		{name: "audit verify extra argument", args: []string{"audit", "verify", "x"}, code: 2, errText: `unexpected argument "x"`},
 		{name: "unknown global flag", args: []string{"--bogus", "whoami"}, code: 2, errText: "flag provided but not defined: -bogus"},
 		{name: "unknown command", args: []string{"nope"}, code: 2, errText: `unknown command "nope"`},
 		{name: "missing subcommand", args: []string{"rollout"}, code: 2, errText: "rollout: missing command (one of: announce, update, show, list)"},

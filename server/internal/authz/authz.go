@@ -52,6 +52,9 @@ var Table = map[string][]string{
 
 	phxv1.TokenService_IssueToken_FullMethodName:  {operator},
 	phxv1.TokenService_RevokeToken_FullMethodName: {operator},
+
+	phxv1.AuditService_TailAudit_FullMethodName:   {operator},
+	phxv1.AuditService_VerifyAudit_FullMethodName: {operator},
 }
 
 // Scope classes of methods: what a bearer token must carry to call one

@@ -48,6 +48,7 @@ func descMethods() []string {
 	for _, sd := range []grpc.ServiceDesc{
 		phxv1.IdentityService_ServiceDesc, phxv1.HealthService_ServiceDesc, phxv1.RolloutService_ServiceDesc,
 		phxv1.IncidentService_ServiceDesc, phxv1.FeedService_ServiceDesc, phxv1.TokenService_ServiceDesc,
+		phxv1.AuditService_ServiceDesc,
 	} {
 		for _, m := range sd.Methods {
 			out = append(out, "/"+sd.ServiceName+"/"+m.MethodName)
@@ -61,7 +62,7 @@ func descMethods() []string {
 }
 
 // reads are the methods that change nothing.
-var reads = regexp.MustCompile(`/(WhoAmI|Get[A-Za-z]*|List[A-Za-z]*|Subscribe)$`)
+var reads = regexp.MustCompile(`/(WhoAmI|Get[A-Za-z]*|List[A-Za-z]*|Subscribe|TailAudit|VerifyAudit)$`)
 
 func TestTableCoversEveryMethod(t *testing.T) {
 	methods := registryMethods(t)
@@ -164,6 +165,14 @@ func TestRoleBoundaries(t *testing.T) {
 		for _, m := range []string{phxv1.TokenService_IssueToken_FullMethodName, phxv1.TokenService_RevokeToken_FullMethodName} {
 			if d, _ := authz.Authorize(m, role); d.Allowed {
 				t.Errorf("%s may call %s", role, m)
+			}
+		}
+	}
+	// Only the operator reads the audit log.
+	for _, role := range members.Roles {
+		for _, m := range []string{phxv1.AuditService_TailAudit_FullMethodName, phxv1.AuditService_VerifyAudit_FullMethodName} {
+			if d, _ := authz.Authorize(m, role); d.Allowed != (role == members.RoleOperator) {
+				t.Errorf("Authorize(%s, %s) = %v", m, role, d.Allowed)
 			}
 		}
 	}

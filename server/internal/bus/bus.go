@@ -144,13 +144,17 @@ func (b *Bus) streamConfigs() []jetstream.StreamConfig {
 	health := base(StreamHealth, "phx.v1.health.>", "phx health cells")
 	health.MaxAge = b.cfg.HealthMaxAge
 	health.Duplicates = b.cfg.HealthDuplicateWindow
+	// The audit log stores its hash-chained records in atomic batches on a
+	// replicated stream (package audit).
+	audit := base(StreamAudit, "phx.v1.audit.>", "phx audit log")
+	audit.AllowAtomicPublish = true
 	return []jetstream.StreamConfig{
 		health,
 		base(StreamRollouts, "phx.v1.rollout.>", "phx rollout revisions"),
 		base(StreamIncidents, "phx.v1.incident.>", "phx incident revisions"),
 		base(StreamAdvisories, "phx.v1.advisory.>", "phx hub advisories"),
 		base(StreamReceipts, "phx.v1.receipt.>", "phx delivery receipts"),
-		base(StreamAudit, "phx.v1.audit.>", "phx audit log"),
+		audit,
 	}
 }
 
@@ -334,9 +338,7 @@ const SecretsBucket = "phx_secrets"
 // Secret returns the hub-wide secret called name, creating a random 32-byte
 // one on first use. Concurrent first uses across replicas agree on one value.
 func (b *Bus) Secret(ctx context.Context, name string) ([]byte, error) {
-	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: SecretsBucket, Description: "phx hub secrets", Storage: jetstream.FileStorage, Replicas: b.cfg.Replicas,
-	})
+	kv, err := b.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: SecretsBucket, Description: "phx hub secrets"})
 	if err != nil {
 		return nil, fmt.Errorf("secrets bucket: %w", err)
 	}
@@ -366,10 +368,24 @@ func (b *Bus) Secret(ctx context.Context, name string) ([]byte, error) {
 // cluster that has just started has no meta leader yet (no responders,
 // time-outs), for at most StartupWait or until ctx ends.
 func createStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) (jetstream.Stream, error) {
+	return whileStarting(ctx, func() (jetstream.Stream, error) { return js.CreateOrUpdateStream(ctx, sc) })
+}
+
+// KeyValue creates or updates a KV bucket with the hub's replicas, waiting
+// like New while a new cluster elects its leaders.
+func (b *Bus) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	cfg.Replicas, cfg.Storage = b.cfg.Replicas, jetstream.FileStorage
+	return whileStarting(ctx, func() (jetstream.KeyValue, error) { return b.js.CreateOrUpdateKeyValue(ctx, cfg) })
+}
+
+// whileStarting retries op while JetStream answers as a cluster that has
+// just started does (no responders, time-outs), for at most StartupWait or
+// until ctx ends.
+func whileStarting[T any](ctx context.Context, op func() (T, error)) (T, error) {
 	deadline := time.Now().Add(StartupWait)
 	backoff := 100 * time.Millisecond
 	for {
-		s, err := js.CreateOrUpdateStream(ctx, sc)
+		s, err := op()
 		transient := errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
 			errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 		if err == nil || !transient || time.Now().After(deadline) || ctx.Err() != nil {
@@ -377,7 +393,8 @@ func createStream(ctx context.Context, js jetstream.JetStream, sc jetstream.Stre
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			var zero T
+			return zero, ctx.Err()
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 2*time.Second)

@@ -22,6 +22,7 @@ import (
 	"github.com/phx-exchange/phx/internal/members"
 	"github.com/phx-exchange/phx/internal/version"
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
+	"github.com/phx-exchange/phx/server/internal/audit"
 	"github.com/phx-exchange/phx/server/internal/authn"
 	"github.com/phx-exchange/phx/server/internal/authz"
 	"github.com/phx-exchange/phx/server/internal/bus"
@@ -48,6 +49,9 @@ type Config struct {
 	Noise *noise.Noiser
 	// Privacy sets the minimum cohorts (defaults: 50 devices, 5 tenants).
 	Privacy Privacy
+	// Audit, if set, records authentication failures, authorization
+	// decisions, publishes, updates and deliveries.
+	Audit *audit.Log
 	// HealthMaxAge refuses cells older than the health stream keeps.
 	HealthMaxAge time.Duration
 	// Draining is closed when the hub starts shutting down; live streams end
@@ -78,6 +82,9 @@ func New(cfg Config) *API {
 	if cfg.TokenMaxTTL <= 0 {
 		cfg.TokenMaxTTL = DefaultTokenMaxTTL
 	}
+	if cfg.Audit != nil {
+		cfg.Metrics.audit.Store(cfg.Audit)
+	}
 	return &API{cfg: cfg, log: cfg.Logger}
 }
 
@@ -89,6 +96,7 @@ func (a *API) Register(s grpc.ServiceRegistrar) {
 	phxv1.RegisterIncidentServiceServer(s, &incidentSvc{a: a})
 	phxv1.RegisterFeedServiceServer(s, &feedSvc{a: a})
 	phxv1.RegisterTokenServiceServer(s, &tokenSvc{a: a})
+	phxv1.RegisterAuditServiceServer(s, &auditSvc{a: a})
 }
 
 func (a *API) authenticate(ctx context.Context, method string) (context.Context, error) {
@@ -99,17 +107,20 @@ func (a *API) authenticate(ctx context.Context, method string) (context.Context,
 	if err != nil {
 		a.cfg.Metrics.authFailures.WithLabelValues(method).Inc()
 		a.log.Info("authentication failed", "method", method, "err", err)
+		a.auditAuthn(ctx, method, err)
 		return ctx, err
 	}
-	if _, err := authz.Authorize(method, id.Role); err != nil {
-		a.log.Info("authorization denied", "method", method, "org", id.Org, "role", id.Role, "err", err)
-		return ctx, err
+	d, err := authz.Authorize(method, id.Role)
+	if err == nil && id.Method == authn.MethodToken {
+		// A token is limited by its scopes as well as its role.
+		var sd authz.Decision
+		sd, err = authz.AuthorizeScopes(method, id.Scopes)
+		d = authz.Decision{Allowed: sd.Allowed, Rule: d.Rule + " " + sd.Rule}
 	}
-	if id.Method == authn.MethodToken {
-		if _, err := authz.AuthorizeScopes(method, id.Scopes); err != nil {
-			a.log.Info("authorization denied", "method", method, "org", id.Org, "token", id.TokenID, "err", err)
-			return ctx, err
-		}
+	a.auditAuthz(ctx, method, id, d, err)
+	if err != nil {
+		a.log.Info("authorization denied", "method", method, "org", id.Org, "role", id.Role, "token", id.TokenID, "err", err)
+		return ctx, err
 	}
 	return authn.NewContext(ctx, id), nil
 }

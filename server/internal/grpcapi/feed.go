@@ -178,6 +178,9 @@ func (s *feedSvc) Subscribe(req *phxv1.SubscribeRequest, stream grpc.ServerStrea
 	}
 	timer := time.NewTimer(hb)
 	defer timer.Stop()
+	// What the subscriber receives is audited in batches.
+	sent := s.a.newDeliveries(ctx, id.Org)
+	defer sent.flush()
 	for {
 		select {
 		case fm := <-out:
@@ -214,7 +217,10 @@ func (s *feedSvc) Subscribe(req *phxv1.SubscribeRequest, stream grpc.ServerStrea
 				return err
 			}
 			m.delivered.WithLabelValues(env.Kind.String()).Inc()
+			sent.add(env)
 			timer.Reset(hb)
+		case <-sent.C:
+			sent.flush()
 		case <-timer.C:
 			if err := heartbeat(); err != nil {
 				return err

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
+	"github.com/phx-exchange/phx/server/internal/audit"
 	"github.com/phx-exchange/phx/server/internal/bus"
 )
 
@@ -20,9 +21,19 @@ func healthSubject(publisher, product string) string {
 	return "phx.v1.health." + publisher + "." + product
 }
 
-func (s *healthSvc) PublishSignals(ctx context.Context, req *phxv1.PublishSignalsRequest) (*phxv1.PublishSignalsResponse, error) {
+func (s *healthSvc) PublishSignals(ctx context.Context, req *phxv1.PublishSignalsRequest) (resp *phxv1.PublishSignalsResponse, err error) {
 	id := caller(ctx)
 	n := len(req.GetSignals())
+	// One audit record per call: counts and the range of cursors stored.
+	var minSeq, maxSeq uint64
+	defer func() {
+		ev := audit.Event{Kind: audit.KindPublish, Count: uint64(n),
+			Accepted: uint64(resp.GetAccepted()), Duplicates: uint64(resp.GetDuplicates()), Refused: uint64(resp.GetRejected())}
+		if maxSeq > 0 {
+			ev.FirstCursor, ev.LastCursor = bus.ItemCursor(bus.FeedHealth, minSeq), bus.ItemCursor(bus.FeedHealth, maxSeq)
+		}
+		s.a.record(ctx, withOutcome(ev, err))
+	}()
 	if n == 0 {
 		return nil, invalid("signals", "at least one signal is required")
 	}
@@ -32,7 +43,7 @@ func (s *healthSvc) PublishSignals(ctx context.Context, req *phxv1.PublishSignal
 	reg := s.a.cfg.Registry.Get()
 	now := s.a.cfg.Now()
 	published := s.a.now()
-	resp := &phxv1.PublishSignalsResponse{Results: make([]*phxv1.SignalResult, n)}
+	resp = &phxv1.PublishSignalsResponse{Results: make([]*phxv1.SignalResult, n)}
 	msgs := make([]bus.Message, 0, n)
 	idx := make([]int, 0, n)
 	// The same signal_id twice in one batch is published once; the repeats
@@ -82,6 +93,12 @@ func (s *healthSvc) PublishSignals(ctx context.Context, req *phxv1.PublishSignal
 	}
 	for j, r := range s.a.cfg.Bus.PublishBatch(ctx, msgs) {
 		i := idx[j]
+		if r.Err == nil {
+			if minSeq == 0 || r.Seq < minSeq {
+				minSeq = r.Seq
+			}
+			maxSeq = max(maxSeq, r.Seq)
+		}
 		switch {
 		case r.Err != nil:
 			reject(i, r.Err)

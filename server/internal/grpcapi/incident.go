@@ -10,6 +10,7 @@ import (
 
 	"github.com/phx-exchange/phx/internal/members"
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
+	"github.com/phx-exchange/phx/server/internal/audit"
 	"github.com/phx-exchange/phx/server/internal/authn"
 	"github.com/phx-exchange/phx/server/internal/bus"
 	"github.com/phx-exchange/phx/server/internal/policy"
@@ -54,8 +55,15 @@ func checkAffectedOwnership(id *authn.Identity, in *phxv1.Incident, reg *members
 	return nil
 }
 
-func (s *incidentSvc) ReportIncident(ctx context.Context, req *phxv1.ReportIncidentRequest) (*phxv1.ReportIncidentResponse, error) {
+func (s *incidentSvc) ReportIncident(ctx context.Context, req *phxv1.ReportIncidentRequest) (resp *phxv1.ReportIncidentResponse, err error) {
 	id := caller(ctx)
+	defer func() {
+		ev := audit.Event{Kind: audit.KindPublish, Revision: resp.GetIncident().GetRevision()}
+		if in := resp.GetIncident(); in != nil {
+			ev.IDs = []string{in.GetId()}
+		}
+		s.a.record(ctx, withOutcome(ev, err))
+	}()
 	if req.Incident == nil {
 		return nil, invalid("incident", "is required")
 	}
@@ -103,8 +111,11 @@ func (s *incidentSvc) ReportIncident(ctx context.Context, req *phxv1.ReportIncid
 
 var incidentPaths = []string{"title", "classification", "severity", "status", "affected", "impact", "remediations", "rollout_action", "respond_by", "audience"}
 
-func (s *incidentSvc) UpdateIncident(ctx context.Context, req *phxv1.UpdateIncidentRequest) (*phxv1.UpdateIncidentResponse, error) {
+func (s *incidentSvc) UpdateIncident(ctx context.Context, req *phxv1.UpdateIncidentRequest) (resp *phxv1.UpdateIncidentResponse, err error) {
 	id := caller(ctx)
+	defer func() {
+		s.a.record(ctx, withOutcome(audit.Event{Kind: audit.KindUpdate, IDs: []string{req.GetId()}, Revision: resp.GetIncident().GetRevision()}, err))
+	}()
 	if err := match("id", reIncident, req.Id); err != nil {
 		return nil, err
 	}
@@ -203,8 +214,12 @@ func (s *incidentSvc) UpdateIncident(ctx context.Context, req *phxv1.UpdateIncid
 	return &phxv1.UpdateIncidentResponse{Incident: s.a.present(env, recipient(id)).GetIncident()}, nil
 }
 
-func (s *incidentSvc) GetIncident(ctx context.Context, req *phxv1.GetIncidentRequest) (*phxv1.GetIncidentResponse, error) {
+func (s *incidentSvc) GetIncident(ctx context.Context, req *phxv1.GetIncidentRequest) (resp *phxv1.GetIncidentResponse, err error) {
 	id := caller(ctx)
+	defer func() {
+		in := resp.GetIncident()
+		s.a.auditDelivered(ctx, []string{itemMessageID("incident", in.GetId(), in.GetRevision())}, err)
+	}()
 	if err := match("id", reIncident, req.Id); err != nil {
 		return nil, err
 	}
@@ -215,8 +230,15 @@ func (s *incidentSvc) GetIncident(ctx context.Context, req *phxv1.GetIncidentReq
 	return &phxv1.GetIncidentResponse{Incident: s.a.present(c.env, recipient(id)).GetIncident()}, nil
 }
 
-func (s *incidentSvc) ListIncidents(ctx context.Context, req *phxv1.ListIncidentsRequest) (*phxv1.ListIncidentsResponse, error) {
+func (s *incidentSvc) ListIncidents(ctx context.Context, req *phxv1.ListIncidentsRequest) (resp *phxv1.ListIncidentsResponse, err error) {
 	id := caller(ctx)
+	defer func() {
+		ids := make([]string, 0, len(resp.GetIncidents()))
+		for _, in := range resp.GetIncidents() {
+			ids = append(ids, itemMessageID("incident", in.GetId(), in.GetRevision()))
+		}
+		s.a.auditDelivered(ctx, ids, err)
+	}()
 	r := recipient(id)
 	size, err := pageSize(req.PageSize)
 	if err != nil {
@@ -280,7 +302,7 @@ func (s *incidentSvc) ListIncidents(ctx context.Context, req *phxv1.ListIncident
 		}
 		rows = rows[i:]
 	}
-	resp := &phxv1.ListIncidentsResponse{}
+	resp = &phxv1.ListIncidentsResponse{}
 	if len(rows) > size {
 		rows = rows[:size]
 		resp.NextPageToken = rows[size-1].inc.Id

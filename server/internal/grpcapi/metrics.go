@@ -1,10 +1,13 @@
 package grpcapi
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
+
+	"github.com/phx-exchange/phx/server/internal/audit"
 )
 
 // Metrics are the hub's Prometheus metrics for its API.
@@ -15,6 +18,10 @@ type Metrics struct {
 	signals      *prometheus.CounterVec
 	subscribers  prometheus.Gauge
 	delivered    *prometheus.CounterVec
+	auditQueue   prometheus.GaugeFunc
+	auditRecords prometheus.CounterFunc
+
+	audit atomic.Pointer[audit.Log] // read by auditQueue and auditRecords
 }
 
 // NewMetrics creates the metrics and registers them on reg (if not nil).
@@ -40,8 +47,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "phx_feed_delivered_total", Help: "Envelopes delivered to subscribers by kind.",
 		}, []string{"kind"}),
 	}
+	m.auditQueue = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "phx_audit_queue", Help: "Audit records waiting to be stored.",
+	}, func() float64 {
+		if l := m.audit.Load(); l != nil {
+			return float64(l.Depth())
+		}
+		return 0
+	})
+	m.auditRecords = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "phx_audit_records_total", Help: "Audit records this hub stored.",
+	}, func() float64 {
+		if l := m.audit.Load(); l != nil {
+			return float64(l.Stored())
+		}
+		return 0
+	})
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.authFailures, m.signals, m.subscribers, m.delivered)
+		reg.MustRegister(m.requests, m.latency, m.authFailures, m.signals, m.subscribers, m.delivered, m.auditQueue, m.auditRecords)
 	}
 	return m
 }

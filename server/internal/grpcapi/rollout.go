@@ -8,6 +8,7 @@ import (
 	"sort"
 
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
+	"github.com/phx-exchange/phx/server/internal/audit"
 	"github.com/phx-exchange/phx/server/internal/bus"
 	"github.com/phx-exchange/phx/server/internal/policy"
 )
@@ -33,8 +34,11 @@ func (s *rolloutSvc) envelope(r *phxv1.Rollout) *phxv1.Envelope {
 	}
 }
 
-func (s *rolloutSvc) AnnounceRollout(ctx context.Context, req *phxv1.AnnounceRolloutRequest) (*phxv1.AnnounceRolloutResponse, error) {
+func (s *rolloutSvc) AnnounceRollout(ctx context.Context, req *phxv1.AnnounceRolloutRequest) (resp *phxv1.AnnounceRolloutResponse, err error) {
 	id := caller(ctx)
+	defer func() {
+		s.a.record(ctx, withOutcome(audit.Event{Kind: audit.KindPublish, IDs: []string{req.GetRollout().GetRolloutId()}, Revision: resp.GetRollout().GetRevision()}, err))
+	}()
 	if req.Rollout == nil {
 		return nil, invalid("rollout", "is required")
 	}
@@ -80,8 +84,11 @@ func (s *rolloutSvc) AnnounceRollout(ctx context.Context, req *phxv1.AnnounceRol
 	return &phxv1.AnnounceRolloutResponse{Rollout: env.GetRollout()}, nil
 }
 
-func (s *rolloutSvc) UpdateRollout(ctx context.Context, req *phxv1.UpdateRolloutRequest) (*phxv1.UpdateRolloutResponse, error) {
+func (s *rolloutSvc) UpdateRollout(ctx context.Context, req *phxv1.UpdateRolloutRequest) (resp *phxv1.UpdateRolloutResponse, err error) {
 	id := caller(ctx)
+	defer func() {
+		s.a.record(ctx, withOutcome(audit.Event{Kind: audit.KindUpdate, IDs: []string{req.GetRolloutId()}, Revision: resp.GetRollout().GetRevision()}, err))
+	}()
 	if err := match("rollout_id", reRollout, req.RolloutId); err != nil {
 		return nil, err
 	}
@@ -168,8 +175,12 @@ func (s *rolloutSvc) UpdateRollout(ctx context.Context, req *phxv1.UpdateRollout
 	return &phxv1.UpdateRolloutResponse{Rollout: env.GetRollout()}, nil
 }
 
-func (s *rolloutSvc) GetRollout(ctx context.Context, req *phxv1.GetRolloutRequest) (*phxv1.GetRolloutResponse, error) {
+func (s *rolloutSvc) GetRollout(ctx context.Context, req *phxv1.GetRolloutRequest) (resp *phxv1.GetRolloutResponse, err error) {
 	id := caller(ctx)
+	defer func() {
+		r := resp.GetRollout()
+		s.a.auditDelivered(ctx, []string{itemMessageID("rollout", r.GetRolloutId(), r.GetRevision())}, err)
+	}()
 	if err := match("rollout_id", reRollout, req.RolloutId); err != nil {
 		return nil, err
 	}
@@ -180,8 +191,15 @@ func (s *rolloutSvc) GetRollout(ctx context.Context, req *phxv1.GetRolloutReques
 	return &phxv1.GetRolloutResponse{Rollout: s.a.present(c.env, recipient(id)).GetRollout()}, nil
 }
 
-func (s *rolloutSvc) ListRollouts(ctx context.Context, req *phxv1.ListRolloutsRequest) (*phxv1.ListRolloutsResponse, error) {
+func (s *rolloutSvc) ListRollouts(ctx context.Context, req *phxv1.ListRolloutsRequest) (resp *phxv1.ListRolloutsResponse, err error) {
 	id := caller(ctx)
+	defer func() {
+		ids := make([]string, 0, len(resp.GetRollouts()))
+		for _, r := range resp.GetRollouts() {
+			ids = append(ids, itemMessageID("rollout", r.GetRolloutId(), r.GetRevision()))
+		}
+		s.a.auditDelivered(ctx, ids, err)
+	}()
 	r := recipient(id)
 	size, err := pageSize(req.PageSize)
 	if err != nil {
@@ -209,7 +227,7 @@ func (s *rolloutSvc) ListRollouts(ctx context.Context, req *phxv1.ListRolloutsRe
 		return nil, err
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].RolloutId < out[j].RolloutId })
-	resp := &phxv1.ListRolloutsResponse{}
+	resp = &phxv1.ListRolloutsResponse{}
 	if len(out) > size {
 		out = out[:size]
 		resp.NextPageToken = out[size-1].RolloutId

@@ -12,6 +12,7 @@ import (
 
 	"github.com/phx-exchange/phx/internal/members"
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
+	"github.com/phx-exchange/phx/server/internal/audit"
 	"github.com/phx-exchange/phx/server/internal/token"
 )
 
@@ -109,6 +110,8 @@ func (s *tokenSvc) IssueToken(ctx context.Context, req *phxv1.IssueTokenRequest)
 	if err := a.cfg.Ledger.Record(ctx, rec); err != nil {
 		return nil, err
 	}
+	a.record(ctx, audit.Event{Kind: audit.KindTokenIssue, TokenID: c.ID, Recipient: spec.Org,
+		Detail: fmt.Sprintf("role %s, scope %q, expires %s, key %s, bound %t", spec.Role, c.Scope, c.ExpiresAt.Time.UTC().Format(time.RFC3339), kid, c.Cnf != nil)})
 	a.log.Info("token issued", "jti", c.ID, "org", spec.Org, "role", spec.Role, "scope", c.Scope,
 		"expires", c.ExpiresAt.Time, "bound", c.Cnf != nil, "by", rec.IssuedBy)
 	return &phxv1.IssueTokenResponse{
@@ -133,6 +136,8 @@ func (s *tokenSvc) RevokeToken(ctx context.Context, req *phxv1.RevokeTokenReques
 	if err != nil {
 		return nil, err
 	}
+	a.record(ctx, audit.Event{Kind: audit.KindTokenRevoke, TokenID: rec.JTI, Recipient: rec.Org,
+		Detail: "revoked at " + rev.RevokedAt.UTC().Format(time.RFC3339)})
 	a.log.Info("token revoked", "jti", rec.JTI, "org", rec.Org, "by", rev.RevokedBy)
 	return &phxv1.RevokeTokenResponse{
 		Org: rec.Org, RevokedAt: timestamppb.New(rev.RevokedAt), ExpiresAt: timestamppb.New(rec.ExpiresAt),

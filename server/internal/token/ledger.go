@@ -56,14 +56,16 @@ type Ledger struct {
 	nextID    int
 }
 
+// KeyValuer creates or opens KV buckets (the hub's bus).
+type KeyValuer interface {
+	KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error)
+}
+
 // OpenLedger creates (or opens) the ledger's buckets. Entries are kept for
-// maxTTL, the longest a token can live, plus the allowed clock skew.
-func OpenLedger(ctx context.Context, js jetstream.JetStream, replicas int, maxTTL time.Duration, log *slog.Logger) (*Ledger, error) {
+// maxTTL, the longest a token can live, plus an hour of clock skew.
+func OpenLedger(ctx context.Context, kvs KeyValuer, maxTTL time.Duration, log *slog.Logger) (*Ledger, error) {
 	open := func(bucket, desc string) (jetstream.KeyValue, error) {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: bucket, Description: desc, TTL: maxTTL + time.Hour,
-			Storage: jetstream.FileStorage, Replicas: replicas,
-		})
+		kv, err := kvs.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, Description: desc, TTL: maxTTL + time.Hour})
 		if err != nil {
 			return nil, fmt.Errorf("%s bucket: %w", bucket, err)
 		}
