@@ -216,7 +216,9 @@ func (sc *scanner) findUNC() {
 		if run != 2 && run != 4 {
 			continue
 		}
-		if p := sc.at(start - 1); is(p, cWord) || p == ':' || p == '.' || p == '/' || p == '%' || p == '$' {
+		// A UNC path starts a token: C:\\Windows (JSON-escaped) and
+		// x\\y are not UNC paths.
+		if p := sc.at(start - 1); p != 0 && !is(p, cSpace) && strings.IndexByte("\"'`([{<=,;>", p) < 0 {
 			continue
 		}
 		e := j
