@@ -230,6 +230,22 @@ var schemeLike = []string{"mailto", "sip", "sips", "xmpp", "tel", "news"}
 var labelWords = []string{"mail", "e-mail", "email", "contact", "from", "to", "cc", "bcc", "owner", "reporter",
 	"author", "by", "reply-to", "sender", "recipient", "upn", "login", "address"}
 
+// fileExt reports whether ext (any case) is in fileExts.
+func fileExt(ext string) bool {
+	if len(ext) > 8 {
+		return false
+	}
+	var buf [8]byte
+	for i := 0; i < len(ext); i++ {
+		c := ext[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	return fileExts[string(buf[:len(ext)])]
+}
+
 func (sc *scanner) findAtSigns() {
 	s := sc.s
 	prev := 0 // back scans never cross the previous '@'
@@ -249,7 +265,7 @@ func (sc *scanner) findAtSigns() {
 		}
 		email := false
 		if l < a {
-			if e := domainEnd(s, a+1); e > 0 && !fileExts[strings.ToLower(s[strings.LastIndexByte(s[:e], '.')+1:e])] {
+			if e := domainEnd(s, a+1); e > 0 && !fileExt(s[strings.LastIndexByte(s[:e], '.')+1:e]) {
 				sc.add(Email, l, e)
 				email = true
 			}

@@ -72,55 +72,63 @@ func ec2Name(label string) bool {
 	if !hasPrefixFold(label, "ip-") {
 		return false
 	}
-	parts := strings.Split(label[3:], "-")
-	if len(parts) != 4 {
-		return false
-	}
-	for _, p := range parts {
-		if p == "" || len(p) > 3 {
-			return false
-		}
-		v := 0
-		for i := 0; i < len(p); i++ {
-			if !is(p[i], cDigit) {
+	parts, v, digits := 0, 0, 0
+	for i := 3; i <= len(label); i++ {
+		if i == len(label) || label[i] == '-' {
+			if digits == 0 || digits > 3 || v > 255 {
 				return false
 			}
-			v = v*10 + int(p[i]-'0')
+			parts, v, digits = parts+1, 0, 0
+			continue
 		}
-		if v > 255 {
+		if !is(label[i], cDigit) {
 			return false
 		}
+		v, digits = v*10+int(label[i]-'0'), digits+1
 	}
-	return true
+	return parts == 4
 }
 
 // internalHost reports whether the dotted name h is a host name by its
 // form: a default machine name or EC2 name in it, an internal suffix or an
 // AD-style middle label.
 func internalHost(h string) bool {
-	labels := strings.Split(h, ".")
-	for _, l := range labels {
-		if l == "" || len(l) > 63 {
+	if strings.IndexByte(h, '.') < 0 && strings.IndexByte(h, '-') < 0 {
+		return false
+	}
+	var starts [128]int
+	n, start := 0, 0
+	for i := 0; i <= len(h); i++ {
+		if i < len(h) && h[i] != '.' {
+			continue
+		}
+		l := h[start:i]
+		if l == "" || len(l) > 63 || n == len(starts) {
 			return false
 		}
-	}
-	for _, l := range labels {
 		if defaultMachineName(l) || ec2Name(l) {
 			return true
 		}
+		starts[n], n, start = start, n+1, i+1
 	}
-	n := len(labels)
+	label := func(k int) string {
+		end := len(h)
+		if k+1 < n {
+			end = starts[k+1] - 1
+		}
+		return h[starts[k]:end]
+	}
 	if n < 2 {
 		return false
 	}
-	last := labels[n-1]
+	last := label(n - 1)
 	if c, _ := oneCase(last); !c {
 		return false
 	}
-	if inFold(last, internalSuffixes) || n >= 3 && strings.EqualFold(labels[n-2]+"."+last, "home.arpa") {
+	if inFold(last, internalSuffixes) || n >= 3 && strings.EqualFold(label(n-2), "home") && strings.EqualFold(last, "arpa") {
 		return true
 	}
-	if n < 3 || fileExts[strings.ToLower(last)] {
+	if n < 3 || fileExt(last) {
 		return false
 	}
 	for _, c := range []byte(last) {
@@ -128,9 +136,11 @@ func internalHost(h string) bool {
 			return false
 		}
 	}
-	for _, l := range labels[1 : n-1] {
-		if c, _ := oneCase(l); c && inFold(l, adLabels) {
-			return true
+	for k := 1; k < n-1; k++ {
+		if l := label(k); len(l) <= 8 {
+			if c, _ := oneCase(l); c && inFold(l, adLabels) {
+				return true
+			}
 		}
 	}
 	return false
@@ -310,7 +320,7 @@ func hostAfterCue(tok string, explicit bool) bool {
 			}
 		}
 		last := labels[len(labels)-1]
-		if fileExts[strings.ToLower(last)] {
+		if fileExt(last) {
 			return false
 		}
 		if c, _ := oneCase(last); !c {
@@ -357,6 +367,9 @@ func (sc *scanner) findCues() {
 			continue
 		}
 		word := s[w:i]
+		if len(word) < 4 || len(word) > 12 || strings.IndexByte("hcmdwseHCMDWSE", word[0]) < 0 {
+			continue
+		}
 		end := -1
 		if inFold(word, cueWithName) {
 			k := i
