@@ -158,6 +158,7 @@ var positives = []positive{
 	{"db=postgres://svc:hunter2@[2001:db8::5]:5432/phx", "db=[redacted:url_credentials]", kCred},
 	{"ssh admin:hunter2@10.0.0.5", "ssh [redacted:url_credentials]", kCred},
 	{"amqp://guest:guest@rabbit:5672", "[redacted:url_credentials]", kCred},
+	{"scp root:toor@[fe80::1%eth0]:22", "scp [redacted:url_credentials]", kCred},
 	{"smb://jdoe@nas.local/share", "[redacted:url_credentials]", kCred},
 
 	// realistic incident prose with several kinds

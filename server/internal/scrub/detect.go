@@ -284,8 +284,17 @@ func (sc *scanner) findAtSigns() {
 		}
 		h := a + 1
 		if h < len(s) && s[h] == '[' {
-			if r := strings.IndexByte(s[h:min(len(s), h+64)], ']'); r > 0 {
-				h += r + 1
+			// [IPv6 literal], and nothing else in the brackets.
+			r := h + 1
+			for r < len(s) && r-h < 64 && is(s[r], cV6) {
+				r++
+			}
+			if r > h+1 && sc.at(r) == '%' {
+				for r++; r < len(s) && r-h < 64 && is(s[r], cWord); r++ {
+				}
+			}
+			if r > h+1 && sc.at(r) == ']' {
+				h = r + 1
 			}
 		} else {
 			for h < len(s) && is(s[h], cHost) {
