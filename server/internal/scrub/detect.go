@@ -78,6 +78,17 @@ func (sc *scanner) add(k Kind, start, end int) {
 	}
 }
 
+// gluedBefore reports whether b, the byte before a candidate, joins it to
+// the text before: a letter, digit or '_', or the ']' that ends a
+// replacement. Treating ']' so keeps Scrub idempotent: a candidate refused
+// because the word before it was part of another finding is refused again
+// once that finding reads [redacted:...].
+func gluedBefore(b byte) bool { return is(b, cWord) || b == ']' }
+
+// gluedAfter is gluedBefore for the byte after a candidate ('[' starts a
+// replacement).
+func gluedAfter(b byte) bool { return is(b, cWord) || b == '[' }
+
 // at returns s[i], or 0 outside the text.
 func (sc *scanner) at(i int) byte {
 	if i < 0 || i >= len(sc.s) {
@@ -380,7 +391,7 @@ func (sc *scanner) findIPv4() {
 		if !ok || groups != 4 {
 			continue
 		}
-		if p := sc.at(start - 1); is(p, cWord) || p == '.' || is(sc.at(j), cWord) {
+		if p := sc.at(start - 1); gluedBefore(p) || p == '.' || gluedAfter(sc.at(j)) {
 			continue
 		}
 		if sc.afterWord(start, versionCues) {
@@ -413,7 +424,7 @@ func (sc *scanner) findIPv6() {
 		a, b := rs, re
 		if s[a] == ':' && sc.at(a+1) != ':' {
 			a++ // "IP:fe80::1": the first colon separates
-		} else if p := sc.at(a - 1); is(p, cWord) || p == '.' {
+		} else if p := sc.at(a - 1); gluedBefore(p) || p == '.' {
 			continue
 		}
 		for b > a && s[b-1] == '.' {
@@ -422,7 +433,7 @@ func (sc *scanner) findIPv6() {
 		if b-a >= 2 && s[b-1] == ':' && s[b-2] != ':' {
 			b--
 		}
-		if b == re && is(sc.at(b), cWord) {
+		if b == re && gluedAfter(sc.at(b)) {
 			continue
 		}
 		if !plausibleV6(s[a:b]) {
@@ -434,7 +445,7 @@ func (sc *scanner) findIPv6() {
 			for k < len(s) && k-b <= 32 && is(s[k], cWord|cHost) {
 				k++
 			}
-			if k > b+1 && !is(sc.at(k), cWord) {
+			if k > b+1 && !gluedAfter(sc.at(k)) {
 				if addr, err := netip.ParseAddr(s[a:k]); err == nil && addr.Is6() {
 					z = k
 				}
@@ -487,7 +498,7 @@ func (sc *scanner) findMACs() {
 		if !is(s[i], cHex) {
 			continue
 		}
-		if p := sc.at(i - 1); is(p, cWord) || (p == ':' || p == '-' || p == '.') && is(sc.at(i-2), cHex) {
+		if p := sc.at(i - 1); gluedBefore(p) || (p == ':' || p == '-' || p == '.') && is(sc.at(i-2), cHex) {
 			continue
 		}
 		if e := macEnd(s, i); e > 0 {
@@ -512,7 +523,7 @@ func hexRun(s string, i, n int) bool {
 // macEnd returns the end of a MAC address starting at i, or -1.
 func macEnd(s string, i int) int {
 	end := func(e int, sep byte) int {
-		if e < len(s) && (is(s[e], cWord) || s[e] == sep && e+1 < len(s) && is(s[e+1], cHex)) {
+		if e < len(s) && (gluedAfter(s[e]) || s[e] == sep && e+1 < len(s) && is(s[e+1], cHex)) {
 			return -1
 		}
 		return e
@@ -550,7 +561,7 @@ func (sc *scanner) findSIDs() {
 		if s[i] != 'S' && s[i] != 's' || s[i+1:i+4] != "-1-" {
 			continue
 		}
-		if p := sc.at(i - 1); is(p, cWord) || p == '-' {
+		if p := sc.at(i - 1); gluedBefore(p) || p == '-' {
 			continue
 		}
 		j, groups, ok := i+4, 0, true
@@ -571,7 +582,7 @@ func (sc *scanner) findSIDs() {
 			j++
 		}
 		// groups counts the authority and its sub-authorities.
-		if !ok || groups < 4 || groups > 16 || is(sc.at(j), cWord) || sc.at(j) == '-' && is(sc.at(j+1), cDigit) {
+		if !ok || groups < 4 || groups > 16 || gluedAfter(sc.at(j)) || sc.at(j) == '-' && is(sc.at(j+1), cDigit) {
 			continue
 		}
 		sc.add(SID, i, j)
@@ -587,7 +598,7 @@ func (sc *scanner) findGUIDs() {
 		if s[i+8] != '-' || !is(s[i], cHex) {
 			continue
 		}
-		if p := sc.at(i - 1); is(p, cWord) || p == '-' && is(sc.at(i-2), cHex) {
+		if p := sc.at(i - 1); gluedBefore(p) || p == '-' && is(sc.at(i-2), cHex) {
 			continue
 		}
 		if !hexRun(s, i, 8) || !hexRun(s, i+9, 4) || s[i+13] != '-' || !hexRun(s, i+14, 4) || s[i+18] != '-' ||
@@ -595,7 +606,7 @@ func (sc *scanner) findGUIDs() {
 			continue
 		}
 		e := i + 36
-		if n := sc.at(e); is(n, cWord) || n == '-' && is(sc.at(e+1), cHex) {
+		if n := sc.at(e); gluedAfter(n) || n == '-' && is(sc.at(e+1), cHex) {
 			continue
 		}
 		b := i
