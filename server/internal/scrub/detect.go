@@ -89,6 +89,14 @@ func gluedBefore(b byte) bool { return is(b, cWord) || b == ']' }
 // replacement).
 func gluedAfter(b byte) bool { return is(b, cWord) || b == '[' }
 
+// hexBefore reports whether b, found one separator before a candidate,
+// continues a longer hex sequence: a hex digit, or the end of a
+// replacement (see gluedBefore).
+func hexBefore(b byte) bool { return is(b, cHex) || b == ']' }
+
+// hexAfter is hexBefore after a candidate.
+func hexAfter(b byte) bool { return is(b, cHex) || b == '[' }
+
 // at returns s[i], or 0 outside the text.
 func (sc *scanner) at(i int) byte {
 	if i < 0 || i >= len(sc.s) {
@@ -498,7 +506,7 @@ func (sc *scanner) findMACs() {
 		if !is(s[i], cHex) {
 			continue
 		}
-		if p := sc.at(i - 1); gluedBefore(p) || (p == ':' || p == '-' || p == '.') && is(sc.at(i-2), cHex) {
+		if p := sc.at(i - 1); gluedBefore(p) || (p == ':' || p == '-' || p == '.') && hexBefore(sc.at(i-2)) {
 			continue
 		}
 		if e := macEnd(s, i); e > 0 {
@@ -523,7 +531,7 @@ func hexRun(s string, i, n int) bool {
 // macEnd returns the end of a MAC address starting at i, or -1.
 func macEnd(s string, i int) int {
 	end := func(e int, sep byte) int {
-		if e < len(s) && (gluedAfter(s[e]) || s[e] == sep && e+1 < len(s) && is(s[e+1], cHex)) {
+		if e < len(s) && (gluedAfter(s[e]) || s[e] == sep && e+1 < len(s) && hexAfter(s[e+1])) {
 			return -1
 		}
 		return e
@@ -582,7 +590,7 @@ func (sc *scanner) findSIDs() {
 			j++
 		}
 		// groups counts the authority and its sub-authorities.
-		if !ok || groups < 4 || groups > 16 || gluedAfter(sc.at(j)) || sc.at(j) == '-' && is(sc.at(j+1), cDigit) {
+		if !ok || groups < 4 || groups > 16 || gluedAfter(sc.at(j)) || sc.at(j) == '-' && (is(sc.at(j+1), cDigit) || sc.at(j+1) == '[') {
 			continue
 		}
 		sc.add(SID, i, j)
@@ -598,7 +606,7 @@ func (sc *scanner) findGUIDs() {
 		if s[i+8] != '-' || !is(s[i], cHex) {
 			continue
 		}
-		if p := sc.at(i - 1); gluedBefore(p) || p == '-' && is(sc.at(i-2), cHex) {
+		if p := sc.at(i - 1); gluedBefore(p) || p == '-' && hexBefore(sc.at(i-2)) {
 			continue
 		}
 		if !hexRun(s, i, 8) || !hexRun(s, i+9, 4) || s[i+13] != '-' || !hexRun(s, i+14, 4) || s[i+18] != '-' ||
@@ -606,7 +614,7 @@ func (sc *scanner) findGUIDs() {
 			continue
 		}
 		e := i + 36
-		if n := sc.at(e); gluedAfter(n) || n == '-' && is(sc.at(e+1), cHex) {
+		if n := sc.at(e); gluedAfter(n) || n == '-' && hexAfter(sc.at(e+1)) {
 			continue
 		}
 		b := i

@@ -363,7 +363,7 @@ func (sc *scanner) findCues() {
 		for i < len(s) && is(s[i], cAlpha) {
 			i++
 		}
-		if p := sc.at(w - 1); is(p, cWord) || p != 0 && strings.IndexByte("-./\\$%@", p) >= 0 {
+		if p := sc.at(w - 1); gluedBefore(p) || p != 0 && strings.IndexByte("-./\\$%@", p) >= 0 {
 			continue
 		}
 		word := s[w:i]

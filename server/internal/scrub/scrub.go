@@ -84,8 +84,11 @@
 //
 // Scrub runs in time linear in the length of its input: every detector
 // either skips past the run it examined or looks at a bounded window around
-// an anchor byte, and no regular expression is used. Texts are at most 8 KiB
-// at the hub.
+// an anchor byte, and no regular expression is used. A text with findings is
+// scanned again after replacement to make sure nothing is left (a detector
+// that refused a candidate glued to another finding may accept it once that
+// finding is replaced); there are at most four passes. Texts are at most
+// 8 KiB at the hub.
 package scrub
 
 import (
@@ -152,31 +155,112 @@ type Finding struct {
 // idempotent: scrubbing its output finds nothing. Valid UTF-8 stays valid:
 // findings start and end on rune boundaries.
 func Scrub(text string) (string, []Finding) {
-	fs := Find(text)
-	if len(fs) == 0 {
-		return text, nil
-	}
-	var b strings.Builder
-	b.Grow(len(text) + 8*len(fs))
-	at := 0
-	for _, f := range fs {
-		b.WriteString(text[at:f.Start])
-		b.WriteString(f.Kind.Replacement())
-		at = f.End
-	}
-	b.WriteString(text[at:])
-	return b.String(), fs
+	return scrub(text)
 }
 
 // Find returns what Scrub would redact in text, in order of offsets, without
 // changing it. Findings do not overlap.
 func Find(text string) []Finding {
+	_, fs := scrub(text)
+	return fs
+}
+
+// maxPasses bounds the passes of scrub.
+const maxPasses = 4
+
+// scrub finds and replaces until the output has nothing left to find.
+// Detectors look at the bytes around a candidate, and a replacement changes
+// them: a candidate refused because it was glued to text that another
+// finding covered may stand alone once that text reads [redacted:...]. Such
+// a finding of a later pass is mapped back to the input (a replacement it
+// touches maps to the whole finding it replaced) and merged, and the text is
+// scrubbed again. Each pass covers more of the input; passes after the first
+// are rare, and there are at most maxPasses.
+func scrub(text string) (string, []Finding) {
+	fs := find(text)
+	if len(fs) == 0 {
+		return text, nil
+	}
+	out, pieces := apply(text, fs)
+	for pass := 1; pass < maxPasses; pass++ {
+		more := find(out)
+		if len(more) == 0 {
+			break
+		}
+		for i, f := range more {
+			more[i] = Finding{Kind: f.Kind, Start: mapStart(pieces, f.Start), End: mapEnd(pieces, f.End)}
+		}
+		fs = resolve(append(fs, more...))
+		out, pieces = apply(text, fs)
+	}
+	return out, fs
+}
+
+// find runs every detector once and merges what they found.
+func find(text string) []Finding {
 	if text == "" {
 		return nil
 	}
 	sc := &scanner{s: text}
 	sc.scan()
 	return resolve(sc.found)
+}
+
+// piece is where a replacement stands in the output and what it replaced
+// in the input.
+type piece struct{ outStart, outEnd, inStart, inEnd int }
+
+// apply replaces fs (ordered, disjoint) in text.
+func apply(text string, fs []Finding) (string, []piece) {
+	var b strings.Builder
+	b.Grow(len(text) + 8*len(fs))
+	pieces := make([]piece, 0, len(fs))
+	at := 0
+	for _, f := range fs {
+		b.WriteString(text[at:f.Start])
+		start := b.Len()
+		b.WriteString(f.Kind.Replacement())
+		pieces = append(pieces, piece{start, b.Len(), f.Start, f.End})
+		at = f.End
+	}
+	b.WriteString(text[at:])
+	return b.String(), pieces
+}
+
+// mapStart maps the start offset p in the output to the input: a start
+// inside a replacement maps to the start of what it replaced.
+func mapStart(pieces []piece, p int) int {
+	i, _ := slices.BinarySearchFunc(pieces, p, func(x piece, p int) int {
+		if x.outEnd > p {
+			return 1
+		}
+		return -1
+	})
+	if i < len(pieces) && pieces[i].outStart <= p {
+		return pieces[i].inStart
+	}
+	if i == 0 {
+		return p
+	}
+	return p - pieces[i-1].outEnd + pieces[i-1].inEnd
+}
+
+// mapEnd maps the end offset p in the output to the input: an end inside a
+// replacement maps to the end of what it replaced.
+func mapEnd(pieces []piece, p int) int {
+	i, _ := slices.BinarySearchFunc(pieces, p, func(x piece, p int) int {
+		if x.outEnd >= p {
+			return 1
+		}
+		return -1
+	})
+	if i < len(pieces) && pieces[i].outStart < p {
+		return pieces[i].inEnd
+	}
+	if i == 0 {
+		return p
+	}
+	return p - pieces[i-1].outEnd + pieces[i-1].inEnd
 }
 
 // resolve merges overlapping candidates: the merged span is their union and

@@ -114,3 +114,60 @@ func TestReplacement(t *testing.T) {
 		}
 	}
 }
+
+// TestScrubLaterPasses covers texts where a candidate is refused because it
+// is glued to text another finding covers, and stands alone once that
+// finding is replaced: Scrub finds it in a second pass.
+func TestScrubLaterPasses(t *testing.T) {
+	cases := []struct {
+		in   string
+		want string
+		fs   []Finding
+	}{
+		{"1.2.3.4..x.lan", "[redacted:ipv4]..[redacted:hostname]", []Finding{{IPv4, 0, 7}, {Hostname, 9, 14}}},
+		{"zz-aa-bb-cc-dd-ee-ff-LAPTOP-AB12CD3", "zz-[redacted:mac]-[redacted:hostname]", []Finding{{MAC, 3, 20}, {Hostname, 21, 35}}},
+		{`C:\Users\build 1.2.3.4`, `C:\Users\[redacted:user_path] [redacted:ipv4]`, []Finding{{UserPath, 9, 14}, {IPv4, 15, 22}}},
+		{"hostname: version 1.2.3.4", "hostname: [redacted:hostname] [redacted:ipv4]", []Finding{{Hostname, 10, 17}, {IPv4, 18, 25}}},
+		{"10.0.0.1:fe80::1", "[redacted:ipv4]:[redacted:ipv6]", []Finding{{IPv4, 0, 8}, {IPv6, 9, 16}}},
+	}
+	for _, c := range cases {
+		t.Run(c.in, func(t *testing.T) {
+			got, fs := Scrub(c.in)
+			if got != c.want || !slices.Equal(fs, c.fs) {
+				t.Fatalf("Scrub(%q) = %q, %v; want %q, %v", c.in, got, fs, c.want, c.fs)
+			}
+			checkScrub(t, c.in)
+		})
+	}
+}
+
+func TestMapOffsets(t *testing.T) {
+	// "ab" + [0,3)→"[redacted:ipv4]" at out 2..17 + "cd" + [5,6)→"[redacted:mac]"
+	// at out 19..33 + "e": input "abXXXcdYe".
+	in := "abXXXcdYe"
+	out, pieces := apply(in, []Finding{{IPv4, 2, 5}, {MAC, 7, 8}})
+	if out != "ab[redacted:ipv4]cd[redacted:mac]e" {
+		t.Fatalf("apply = %q", out)
+	}
+	cases := []struct {
+		out        int
+		start, end int
+	}{
+		{0, 0, 0},
+		{1, 1, 1},
+		{2, 2, 2},  // a start at a replacement is its start; an end there ends before it
+		{3, 2, 5},  // inside: the whole replaced span
+		{16, 2, 5}, // last byte of the replacement
+		{17, 5, 5}, // right after it
+		{18, 6, 6}, // copied text
+		{19, 7, 7}, // the second replacement
+		{20, 7, 8}, // inside it
+		{33, 8, 8}, // after it
+		{34, 9, 9}, // the end of the text
+	}
+	for _, c := range cases {
+		if s, e := mapStart(pieces, c.out), mapEnd(pieces, c.out); s != c.start || e != c.end {
+			t.Errorf("offset %d maps to start %d, end %d; want %d, %d", c.out, s, e, c.start, c.end)
+		}
+	}
+}
