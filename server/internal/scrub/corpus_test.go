@@ -285,6 +285,7 @@ var lookalikes = []string{
 	"host x64 builds and machine arm64",
 	"Machine Check Exception",
 	"computer 3 of 10",
+	"HTTP/1.1 503, Server: nginx/1.25.3",
 	// public URLs and domains
 	"https://learn.microsoft.com/en-us/troubleshoot/windows-client/",
 	"see https://github.com/users/guide and https://example.com/home/page",

@@ -446,6 +446,9 @@ func (sc *scanner) cue(e int) {
 	if !hostAfterCue(s[a:b], explicit) {
 		return
 	}
+	if sc.at(b) == '/' && is(sc.at(b+1), cDigit) {
+		return // software and its version: "Server: nginx/1.25.3"
+	}
 	if sc.at(b) == '$' && !is(sc.at(b+1), cWord) {
 		b++ // machine account FINANCE-PC07$
 	}
