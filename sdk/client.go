@@ -34,6 +34,8 @@ type Client struct {
 	target string
 	retry  retryPolicy
 	log    *slog.Logger
+	// onRedact reports identifiers the hub removed from free text.
+	onRedact func(method string, redactions []*phxv1.Redaction)
 
 	identity phxv1.IdentityServiceClient
 	health   phxv1.HealthServiceClient
@@ -102,6 +104,7 @@ func New(target string, opts ...Option) (*Client, error) {
 		target:   target,
 		retry:    o.retry,
 		log:      o.logger,
+		onRedact: o.onRedact,
 		identity: phxv1.NewIdentityServiceClient(conn),
 		health:   phxv1.NewHealthServiceClient(conn),
 		rollouts: phxv1.NewRolloutServiceClient(conn),
@@ -186,6 +189,7 @@ func (c *Client) AnnounceRollout(ctx context.Context, r *phxv1.Rollout) (*phxv1.
 	resp, err := invoke(ctx, c, "AnnounceRollout", func(ctx context.Context) (*phxv1.AnnounceRolloutResponse, error) {
 		return c.rollouts.AnnounceRollout(ctx, req)
 	})
+	c.redacted("AnnounceRollout", resp.GetRedactions())
 	return resp.GetRollout(), err
 }
 
@@ -210,7 +214,15 @@ func (c *Client) UpdateRollout(ctx context.Context, rolloutID string, expectedRe
 	resp, err := invoke(ctx, c, "UpdateRollout", func(ctx context.Context) (*phxv1.UpdateRolloutResponse, error) {
 		return c.rollouts.UpdateRollout(ctx, req)
 	})
+	c.redacted("UpdateRollout", resp.GetRedactions())
 	return resp.GetRollout(), err
+}
+
+// redacted passes the hub's redactions to the client's handler.
+func (c *Client) redacted(method string, rs []*phxv1.Redaction) {
+	if len(rs) > 0 && c.onRedact != nil {
+		c.onRedact(method, rs)
+	}
 }
 
 // GetRollout returns a rollout's current state.
@@ -240,6 +252,7 @@ func (c *Client) ReportIncident(ctx context.Context, inc *phxv1.Incident) (*phxv
 	resp, err := invoke(ctx, c, "ReportIncident", func(ctx context.Context) (*phxv1.ReportIncidentResponse, error) {
 		return c.incident.ReportIncident(ctx, req)
 	})
+	c.redacted("ReportIncident", resp.GetRedactions())
 	return resp.GetIncident(), err
 }
 
@@ -263,6 +276,7 @@ func (c *Client) UpdateIncident(ctx context.Context, id string, expectedRevision
 	resp, err := invoke(ctx, c, "UpdateIncident", func(ctx context.Context) (*phxv1.UpdateIncidentResponse, error) {
 		return c.incident.UpdateIncident(ctx, req)
 	})
+	c.redacted("UpdateIncident", resp.GetRedactions())
 	return resp.GetIncident(), err
 }
 

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+
+	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
 )
 
 // DefaultHub is the hub address used when neither the target passed to New
@@ -47,6 +49,7 @@ type options struct {
 	retry       retryPolicy
 	dialOptions []grpc.DialOption
 	logger      *slog.Logger
+	onRedact    func(method string, redactions []*phxv1.Redaction)
 }
 
 func defaultOptions() *options {
@@ -127,6 +130,18 @@ func WithRetry(maxAttempts int, initialBackoff, maxBackoff time.Duration) Option
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) error {
 		o.dialOptions = append(o.dialOptions, opts...)
+		return nil
+	}
+}
+
+// WithRedactionHandler calls fn whenever the hub removed identifiers from
+// the free text of an incident or rollout the client sent (e-mail and IP
+// addresses, host names, user paths, ...; DESIGN.md section 8). method is
+// the SDK method ("ReportIncident", "UpdateRollout", ...). The stored item
+// carries "[redacted:<kind>]" in their place.
+func WithRedactionHandler(fn func(method string, redactions []*phxv1.Redaction)) Option {
+	return func(o *options) error {
+		o.onRedact = fn
 		return nil
 	}
 }

@@ -32,8 +32,9 @@ func oneArg(e *env, args []string, what string) (string, error) {
 }
 
 // call connects, runs fn under the --timeout and closes the connection.
+// What the hub redacted from free text is told on stderr.
 func (e *env) call(ctx context.Context, fn func(ctx context.Context, c *sdk.Client) error) error {
-	c, err := e.connect()
+	c, err := e.connect(sdk.WithRedactionHandler(e.showRedactions))
 	if err != nil {
 		return err
 	}
@@ -119,4 +120,15 @@ func versionCmd() *command {
 			}
 		},
 	}
+}
+
+// showRedactions tells on stderr which identifiers the hub removed from the
+// free text sent, field by field.
+func (e *env) showRedactions(_ string, rs []*phxv1.Redaction) {
+	fmt.Fprintf(e.stderr, "%s the hub removed %d identifier(s) before storing:\n", e.paint(yellow, "note:"), len(rs))
+	tw := newTable(e.stderr)
+	for _, r := range rs {
+		row(tw, "  "+r.GetField(), r.GetKind(), fmt.Sprintf("bytes %d–%d", r.GetStart(), r.GetEnd()))
+	}
+	tw.Flush()
 }

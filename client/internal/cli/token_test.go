@@ -94,3 +94,21 @@ func TestPKITokenKey(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 }
+
+// TestRedactionsShown: the CLI tells which identifiers the hub removed.
+func TestRedactionsShown(t *testing.T) {
+	out, errOut, err := phx(t, args(as(hub, "contoso"), "incident", "report", "--title", "Boot loop on DESKTOP-7K3J9QF",
+		"--product", "contoso-av", "--severity", "high", "--impact", "reported by jane.doe@customer.example",
+		"--tlp", "amber")...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	for _, w := range []string{"removed 2 identifier(s)", "incident.impact", "email", "incident.title", "hostname"} {
+		if !strings.Contains(errOut, w) {
+			t.Errorf("stderr lacks %q:\n%s", w, errOut)
+		}
+	}
+	if strings.Contains(out, "jane.doe") || !strings.Contains(out, "[redacted:hostname]") {
+		t.Errorf("stdout:\n%s", out)
+	}
+}

@@ -489,6 +489,81 @@ func (x *Privacy) GetNoiseCellBudget() float64 {
 	return 0
 }
 
+// Redaction is one identifier the hub removed from free text before storing
+// it, replaced by "[redacted:<kind>]". It never carries the removed text.
+type Redaction struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The field, e.g. "incident.title" or "incident.remediations[1].details".
+	Field string `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
+	// What was removed: email, ipv4, ipv6, mac, user_path, sid, guid,
+	// hostname, url_credentials.
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Byte offsets [start, end) of the removed text in the field as sent.
+	Start uint32 `protobuf:"varint,3,opt,name=start,proto3" json:"start,omitempty"`
+	// See start.
+	End           uint32 `protobuf:"varint,4,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Redaction) Reset() {
+	*x = Redaction{}
+	mi := &file_phx_v1_common_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Redaction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Redaction) ProtoMessage() {}
+
+func (x *Redaction) ProtoReflect() protoreflect.Message {
+	mi := &file_phx_v1_common_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Redaction.ProtoReflect.Descriptor instead.
+func (*Redaction) Descriptor() ([]byte, []int) {
+	return file_phx_v1_common_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Redaction) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *Redaction) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Redaction) GetStart() uint32 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *Redaction) GetEnd() uint32 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
 var File_phx_v1_common_proto protoreflect.FileDescriptor
 
 const file_phx_v1_common_proto_rawDesc = "" +
@@ -507,7 +582,12 @@ const file_phx_v1_common_proto_rawDesc = "" +
 	"\tk_devices\x18\x01 \x01(\rR\bkDevices\x12\x1b\n" +
 	"\tk_tenants\x18\x02 \x01(\rR\bkTenants\x12#\n" +
 	"\rnoise_epsilon\x18\x03 \x01(\x01R\fnoiseEpsilon\x12*\n" +
-	"\x11noise_cell_budget\x18\x04 \x01(\x01R\x0fnoiseCellBudget*j\n" +
+	"\x11noise_cell_budget\x18\x04 \x01(\x01R\x0fnoiseCellBudget\"]\n" +
+	"\tRedaction\x12\x14\n" +
+	"\x05field\x18\x01 \x01(\tR\x05field\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05start\x18\x03 \x01(\rR\x05start\x12\x10\n" +
+	"\x03end\x18\x04 \x01(\rR\x03end*j\n" +
 	"\x03Tlp\x12\x13\n" +
 	"\x0fTLP_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tTLP_CLEAR\x10\x01\x12\r\n" +
@@ -550,7 +630,7 @@ func file_phx_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_phx_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_phx_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_phx_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_phx_v1_common_proto_goTypes = []any{
 	(Tlp)(0),          // 0: phx.v1.Tlp
 	(Role)(0),         // 1: phx.v1.Role
@@ -559,6 +639,7 @@ var file_phx_v1_common_proto_goTypes = []any{
 	(*Audience)(nil),  // 4: phx.v1.Audience
 	(*ItemError)(nil), // 5: phx.v1.ItemError
 	(*Privacy)(nil),   // 6: phx.v1.Privacy
+	(*Redaction)(nil), // 7: phx.v1.Redaction
 }
 var file_phx_v1_common_proto_depIdxs = []int32{
 	0, // 0: phx.v1.Audience.tlp:type_name -> phx.v1.Tlp
@@ -580,7 +661,7 @@ func file_phx_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_phx_v1_common_proto_rawDesc), len(file_phx_v1_common_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

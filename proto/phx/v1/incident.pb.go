@@ -939,7 +939,9 @@ func (x *ReportIncidentRequest) GetRequestId() string {
 type ReportIncidentResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The incident as stored, revision 1.
-	Incident      *Incident `protobuf:"bytes,1,opt,name=incident,proto3" json:"incident,omitempty"`
+	Incident *Incident `protobuf:"bytes,1,opt,name=incident,proto3" json:"incident,omitempty"`
+	// Identifiers removed from free text before it was stored.
+	Redactions    []*Redaction `protobuf:"bytes,2,rep,name=redactions,proto3" json:"redactions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -977,6 +979,13 @@ func (*ReportIncidentResponse) Descriptor() ([]byte, []int) {
 func (x *ReportIncidentResponse) GetIncident() *Incident {
 	if x != nil {
 		return x.Incident
+	}
+	return nil
+}
+
+func (x *ReportIncidentResponse) GetRedactions() []*Redaction {
+	if x != nil {
+		return x.Redactions
 	}
 	return nil
 }
@@ -1069,7 +1078,9 @@ func (x *UpdateIncidentRequest) GetRequestId() string {
 type UpdateIncidentResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The incident as stored, with its new revision.
-	Incident      *Incident `protobuf:"bytes,1,opt,name=incident,proto3" json:"incident,omitempty"`
+	Incident *Incident `protobuf:"bytes,1,opt,name=incident,proto3" json:"incident,omitempty"`
+	// Identifiers removed from free text before it was stored.
+	Redactions    []*Redaction `protobuf:"bytes,2,rep,name=redactions,proto3" json:"redactions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1107,6 +1118,13 @@ func (*UpdateIncidentResponse) Descriptor() ([]byte, []int) {
 func (x *UpdateIncidentResponse) GetIncident() *Incident {
 	if x != nil {
 		return x.Incident
+	}
+	return nil
+}
+
+func (x *UpdateIncidentResponse) GetRedactions() []*Redaction {
+	if x != nil {
+		return x.Redactions
 	}
 	return nil
 }
@@ -1866,9 +1884,12 @@ const file_phx_v1_incident_proto_rawDesc = "" +
 	"\x15ReportIncidentRequest\x12,\n" +
 	"\bincident\x18\x01 \x01(\v2\x10.phx.v1.IncidentR\bincident\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"F\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"y\n" +
 	"\x16ReportIncidentResponse\x12,\n" +
-	"\bincident\x18\x01 \x01(\v2\x10.phx.v1.IncidentR\bincident\"\xde\x01\n" +
+	"\bincident\x18\x01 \x01(\v2\x10.phx.v1.IncidentR\bincident\x121\n" +
+	"\n" +
+	"redactions\x18\x02 \x03(\v2\x11.phx.v1.RedactionR\n" +
+	"redactions\"\xde\x01\n" +
 	"\x15UpdateIncidentRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
 	"\x11expected_revision\x18\x02 \x01(\x04R\x10expectedRevision\x12,\n" +
@@ -1876,9 +1897,12 @@ const file_phx_v1_incident_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x04 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x05 \x01(\tR\trequestId\"F\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"y\n" +
 	"\x16UpdateIncidentResponse\x12,\n" +
-	"\bincident\x18\x01 \x01(\v2\x10.phx.v1.IncidentR\bincident\"\\\n" +
+	"\bincident\x18\x01 \x01(\v2\x10.phx.v1.IncidentR\bincident\x121\n" +
+	"\n" +
+	"redactions\x18\x02 \x03(\v2\x11.phx.v1.RedactionR\n" +
+	"redactions\"\\\n" +
 	"\x0eAddPostRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12&\n" +
@@ -2001,7 +2025,8 @@ var file_phx_v1_incident_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil),  // 28: google.protobuf.Timestamp
 	(Severity)(0),                  // 29: phx.v1.Severity
 	(*Audience)(nil),               // 30: phx.v1.Audience
-	(*fieldmaskpb.FieldMask)(nil),  // 31: google.protobuf.FieldMask
+	(*Redaction)(nil),              // 31: phx.v1.Redaction
+	(*fieldmaskpb.FieldMask)(nil),  // 32: google.protobuf.FieldMask
 }
 var file_phx_v1_incident_proto_depIdxs = []int32{
 	2,  // 0: phx.v1.Remediation.category:type_name -> phx.v1.RemediationCategory
@@ -2025,42 +2050,44 @@ var file_phx_v1_incident_proto_depIdxs = []int32{
 	28, // 18: phx.v1.Incident.resolved_at:type_name -> google.protobuf.Timestamp
 	10, // 19: phx.v1.ReportIncidentRequest.incident:type_name -> phx.v1.Incident
 	10, // 20: phx.v1.ReportIncidentResponse.incident:type_name -> phx.v1.Incident
-	10, // 21: phx.v1.UpdateIncidentRequest.incident:type_name -> phx.v1.Incident
-	31, // 22: phx.v1.UpdateIncidentRequest.update_mask:type_name -> google.protobuf.FieldMask
-	10, // 23: phx.v1.UpdateIncidentResponse.incident:type_name -> phx.v1.Incident
-	1,  // 24: phx.v1.AddPostRequest.status:type_name -> phx.v1.Status
-	10, // 25: phx.v1.AddPostResponse.incident:type_name -> phx.v1.Incident
-	4,  // 26: phx.v1.RespondRequest.kind:type_name -> phx.v1.ResponseKind
-	10, // 27: phx.v1.RespondResponse.incident:type_name -> phx.v1.Incident
-	28, // 28: phx.v1.AcknowledgeResponse.acknowledged_at:type_name -> google.protobuf.Timestamp
-	10, // 29: phx.v1.GetIncidentResponse.incident:type_name -> phx.v1.Incident
-	1,  // 30: phx.v1.ListIncidentsRequest.statuses:type_name -> phx.v1.Status
-	29, // 31: phx.v1.ListIncidentsRequest.min_severity:type_name -> phx.v1.Severity
-	10, // 32: phx.v1.ListIncidentsResponse.incidents:type_name -> phx.v1.Incident
-	28, // 33: phx.v1.Receipt.delivered_at:type_name -> google.protobuf.Timestamp
-	28, // 34: phx.v1.Receipt.acknowledged_at:type_name -> google.protobuf.Timestamp
-	26, // 35: phx.v1.ListReceiptsResponse.receipts:type_name -> phx.v1.Receipt
-	11, // 36: phx.v1.IncidentService.ReportIncident:input_type -> phx.v1.ReportIncidentRequest
-	13, // 37: phx.v1.IncidentService.UpdateIncident:input_type -> phx.v1.UpdateIncidentRequest
-	15, // 38: phx.v1.IncidentService.AddPost:input_type -> phx.v1.AddPostRequest
-	17, // 39: phx.v1.IncidentService.Respond:input_type -> phx.v1.RespondRequest
-	19, // 40: phx.v1.IncidentService.Acknowledge:input_type -> phx.v1.AcknowledgeRequest
-	21, // 41: phx.v1.IncidentService.GetIncident:input_type -> phx.v1.GetIncidentRequest
-	23, // 42: phx.v1.IncidentService.ListIncidents:input_type -> phx.v1.ListIncidentsRequest
-	25, // 43: phx.v1.IncidentService.ListReceipts:input_type -> phx.v1.ListReceiptsRequest
-	12, // 44: phx.v1.IncidentService.ReportIncident:output_type -> phx.v1.ReportIncidentResponse
-	14, // 45: phx.v1.IncidentService.UpdateIncident:output_type -> phx.v1.UpdateIncidentResponse
-	16, // 46: phx.v1.IncidentService.AddPost:output_type -> phx.v1.AddPostResponse
-	18, // 47: phx.v1.IncidentService.Respond:output_type -> phx.v1.RespondResponse
-	20, // 48: phx.v1.IncidentService.Acknowledge:output_type -> phx.v1.AcknowledgeResponse
-	22, // 49: phx.v1.IncidentService.GetIncident:output_type -> phx.v1.GetIncidentResponse
-	24, // 50: phx.v1.IncidentService.ListIncidents:output_type -> phx.v1.ListIncidentsResponse
-	27, // 51: phx.v1.IncidentService.ListReceipts:output_type -> phx.v1.ListReceiptsResponse
-	44, // [44:52] is the sub-list for method output_type
-	36, // [36:44] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	31, // 21: phx.v1.ReportIncidentResponse.redactions:type_name -> phx.v1.Redaction
+	10, // 22: phx.v1.UpdateIncidentRequest.incident:type_name -> phx.v1.Incident
+	32, // 23: phx.v1.UpdateIncidentRequest.update_mask:type_name -> google.protobuf.FieldMask
+	10, // 24: phx.v1.UpdateIncidentResponse.incident:type_name -> phx.v1.Incident
+	31, // 25: phx.v1.UpdateIncidentResponse.redactions:type_name -> phx.v1.Redaction
+	1,  // 26: phx.v1.AddPostRequest.status:type_name -> phx.v1.Status
+	10, // 27: phx.v1.AddPostResponse.incident:type_name -> phx.v1.Incident
+	4,  // 28: phx.v1.RespondRequest.kind:type_name -> phx.v1.ResponseKind
+	10, // 29: phx.v1.RespondResponse.incident:type_name -> phx.v1.Incident
+	28, // 30: phx.v1.AcknowledgeResponse.acknowledged_at:type_name -> google.protobuf.Timestamp
+	10, // 31: phx.v1.GetIncidentResponse.incident:type_name -> phx.v1.Incident
+	1,  // 32: phx.v1.ListIncidentsRequest.statuses:type_name -> phx.v1.Status
+	29, // 33: phx.v1.ListIncidentsRequest.min_severity:type_name -> phx.v1.Severity
+	10, // 34: phx.v1.ListIncidentsResponse.incidents:type_name -> phx.v1.Incident
+	28, // 35: phx.v1.Receipt.delivered_at:type_name -> google.protobuf.Timestamp
+	28, // 36: phx.v1.Receipt.acknowledged_at:type_name -> google.protobuf.Timestamp
+	26, // 37: phx.v1.ListReceiptsResponse.receipts:type_name -> phx.v1.Receipt
+	11, // 38: phx.v1.IncidentService.ReportIncident:input_type -> phx.v1.ReportIncidentRequest
+	13, // 39: phx.v1.IncidentService.UpdateIncident:input_type -> phx.v1.UpdateIncidentRequest
+	15, // 40: phx.v1.IncidentService.AddPost:input_type -> phx.v1.AddPostRequest
+	17, // 41: phx.v1.IncidentService.Respond:input_type -> phx.v1.RespondRequest
+	19, // 42: phx.v1.IncidentService.Acknowledge:input_type -> phx.v1.AcknowledgeRequest
+	21, // 43: phx.v1.IncidentService.GetIncident:input_type -> phx.v1.GetIncidentRequest
+	23, // 44: phx.v1.IncidentService.ListIncidents:input_type -> phx.v1.ListIncidentsRequest
+	25, // 45: phx.v1.IncidentService.ListReceipts:input_type -> phx.v1.ListReceiptsRequest
+	12, // 46: phx.v1.IncidentService.ReportIncident:output_type -> phx.v1.ReportIncidentResponse
+	14, // 47: phx.v1.IncidentService.UpdateIncident:output_type -> phx.v1.UpdateIncidentResponse
+	16, // 48: phx.v1.IncidentService.AddPost:output_type -> phx.v1.AddPostResponse
+	18, // 49: phx.v1.IncidentService.Respond:output_type -> phx.v1.RespondResponse
+	20, // 50: phx.v1.IncidentService.Acknowledge:output_type -> phx.v1.AcknowledgeResponse
+	22, // 51: phx.v1.IncidentService.GetIncident:output_type -> phx.v1.GetIncidentResponse
+	24, // 52: phx.v1.IncidentService.ListIncidents:output_type -> phx.v1.ListIncidentsResponse
+	27, // 53: phx.v1.IncidentService.ListReceipts:output_type -> phx.v1.ListReceiptsResponse
+	46, // [46:54] is the sub-list for method output_type
+	38, // [38:46] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_phx_v1_incident_proto_init() }

@@ -397,7 +397,9 @@ func (x *AnnounceRolloutRequest) GetRequestId() string {
 type AnnounceRolloutResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The rollout as stored, revision 1.
-	Rollout       *Rollout `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	Rollout *Rollout `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	// Identifiers removed from free text before it was stored.
+	Redactions    []*Redaction `protobuf:"bytes,2,rep,name=redactions,proto3" json:"redactions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -435,6 +437,13 @@ func (*AnnounceRolloutResponse) Descriptor() ([]byte, []int) {
 func (x *AnnounceRolloutResponse) GetRollout() *Rollout {
 	if x != nil {
 		return x.Rollout
+	}
+	return nil
+}
+
+func (x *AnnounceRolloutResponse) GetRedactions() []*Redaction {
+	if x != nil {
+		return x.Redactions
 	}
 	return nil
 }
@@ -528,7 +537,9 @@ func (x *UpdateRolloutRequest) GetRequestId() string {
 type UpdateRolloutResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The rollout as stored, with its new revision.
-	Rollout       *Rollout `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	Rollout *Rollout `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	// Identifiers removed from free text before it was stored.
+	Redactions    []*Redaction `protobuf:"bytes,2,rep,name=redactions,proto3" json:"redactions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -566,6 +577,13 @@ func (*UpdateRolloutResponse) Descriptor() ([]byte, []int) {
 func (x *UpdateRolloutResponse) GetRollout() *Rollout {
 	if x != nil {
 		return x.Rollout
+	}
+	return nil
+}
+
+func (x *UpdateRolloutResponse) GetRedactions() []*Redaction {
+	if x != nil {
+		return x.Redactions
 	}
 	return nil
 }
@@ -824,9 +842,12 @@ const file_phx_v1_rollout_proto_rawDesc = "" +
 	"\x16AnnounceRolloutRequest\x12)\n" +
 	"\arollout\x18\x01 \x01(\v2\x0f.phx.v1.RolloutR\arollout\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"D\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"w\n" +
 	"\x17AnnounceRolloutResponse\x12)\n" +
-	"\arollout\x18\x01 \x01(\v2\x0f.phx.v1.RolloutR\arollout\"\xe9\x01\n" +
+	"\arollout\x18\x01 \x01(\v2\x0f.phx.v1.RolloutR\arollout\x121\n" +
+	"\n" +
+	"redactions\x18\x02 \x03(\v2\x11.phx.v1.RedactionR\n" +
+	"redactions\"\xe9\x01\n" +
 	"\x14UpdateRolloutRequest\x12\x1d\n" +
 	"\n" +
 	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12+\n" +
@@ -835,9 +856,12 @@ const file_phx_v1_rollout_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x04 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x05 \x01(\tR\trequestId\"B\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"u\n" +
 	"\x15UpdateRolloutResponse\x12)\n" +
-	"\arollout\x18\x01 \x01(\v2\x0f.phx.v1.RolloutR\arollout\"2\n" +
+	"\arollout\x18\x01 \x01(\v2\x0f.phx.v1.RolloutR\arollout\x121\n" +
+	"\n" +
+	"redactions\x18\x02 \x03(\v2\x11.phx.v1.RedactionR\n" +
+	"redactions\"2\n" +
 	"\x11GetRolloutRequest\x12\x1d\n" +
 	"\n" +
 	"rollout_id\x18\x01 \x01(\tR\trolloutId\"?\n" +
@@ -895,7 +919,8 @@ var file_phx_v1_rollout_proto_goTypes = []any{
 	(*durationpb.Duration)(nil),     // 12: google.protobuf.Duration
 	(*Audience)(nil),                // 13: phx.v1.Audience
 	(*timestamppb.Timestamp)(nil),   // 14: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),   // 15: google.protobuf.FieldMask
+	(*Redaction)(nil),               // 15: phx.v1.Redaction
+	(*fieldmaskpb.FieldMask)(nil),   // 16: google.protobuf.FieldMask
 }
 var file_phx_v1_rollout_proto_depIdxs = []int32{
 	11, // 0: phx.v1.RolloutStage.ring:type_name -> phx.v1.Ring
@@ -908,25 +933,27 @@ var file_phx_v1_rollout_proto_depIdxs = []int32{
 	14, // 7: phx.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
 	2,  // 8: phx.v1.AnnounceRolloutRequest.rollout:type_name -> phx.v1.Rollout
 	2,  // 9: phx.v1.AnnounceRolloutResponse.rollout:type_name -> phx.v1.Rollout
-	2,  // 10: phx.v1.UpdateRolloutRequest.rollout:type_name -> phx.v1.Rollout
-	15, // 11: phx.v1.UpdateRolloutRequest.update_mask:type_name -> google.protobuf.FieldMask
-	2,  // 12: phx.v1.UpdateRolloutResponse.rollout:type_name -> phx.v1.Rollout
-	2,  // 13: phx.v1.GetRolloutResponse.rollout:type_name -> phx.v1.Rollout
-	0,  // 14: phx.v1.ListRolloutsRequest.states:type_name -> phx.v1.RolloutState
-	2,  // 15: phx.v1.ListRolloutsResponse.rollouts:type_name -> phx.v1.Rollout
-	3,  // 16: phx.v1.RolloutService.AnnounceRollout:input_type -> phx.v1.AnnounceRolloutRequest
-	5,  // 17: phx.v1.RolloutService.UpdateRollout:input_type -> phx.v1.UpdateRolloutRequest
-	7,  // 18: phx.v1.RolloutService.GetRollout:input_type -> phx.v1.GetRolloutRequest
-	9,  // 19: phx.v1.RolloutService.ListRollouts:input_type -> phx.v1.ListRolloutsRequest
-	4,  // 20: phx.v1.RolloutService.AnnounceRollout:output_type -> phx.v1.AnnounceRolloutResponse
-	6,  // 21: phx.v1.RolloutService.UpdateRollout:output_type -> phx.v1.UpdateRolloutResponse
-	8,  // 22: phx.v1.RolloutService.GetRollout:output_type -> phx.v1.GetRolloutResponse
-	10, // 23: phx.v1.RolloutService.ListRollouts:output_type -> phx.v1.ListRolloutsResponse
-	20, // [20:24] is the sub-list for method output_type
-	16, // [16:20] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	15, // 10: phx.v1.AnnounceRolloutResponse.redactions:type_name -> phx.v1.Redaction
+	2,  // 11: phx.v1.UpdateRolloutRequest.rollout:type_name -> phx.v1.Rollout
+	16, // 12: phx.v1.UpdateRolloutRequest.update_mask:type_name -> google.protobuf.FieldMask
+	2,  // 13: phx.v1.UpdateRolloutResponse.rollout:type_name -> phx.v1.Rollout
+	15, // 14: phx.v1.UpdateRolloutResponse.redactions:type_name -> phx.v1.Redaction
+	2,  // 15: phx.v1.GetRolloutResponse.rollout:type_name -> phx.v1.Rollout
+	0,  // 16: phx.v1.ListRolloutsRequest.states:type_name -> phx.v1.RolloutState
+	2,  // 17: phx.v1.ListRolloutsResponse.rollouts:type_name -> phx.v1.Rollout
+	3,  // 18: phx.v1.RolloutService.AnnounceRollout:input_type -> phx.v1.AnnounceRolloutRequest
+	5,  // 19: phx.v1.RolloutService.UpdateRollout:input_type -> phx.v1.UpdateRolloutRequest
+	7,  // 20: phx.v1.RolloutService.GetRollout:input_type -> phx.v1.GetRolloutRequest
+	9,  // 21: phx.v1.RolloutService.ListRollouts:input_type -> phx.v1.ListRolloutsRequest
+	4,  // 22: phx.v1.RolloutService.AnnounceRollout:output_type -> phx.v1.AnnounceRolloutResponse
+	6,  // 23: phx.v1.RolloutService.UpdateRollout:output_type -> phx.v1.UpdateRolloutResponse
+	8,  // 24: phx.v1.RolloutService.GetRollout:output_type -> phx.v1.GetRolloutResponse
+	10, // 25: phx.v1.RolloutService.ListRollouts:output_type -> phx.v1.ListRolloutsResponse
+	22, // [22:26] is the sub-list for method output_type
+	18, // [18:22] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_phx_v1_rollout_proto_init() }

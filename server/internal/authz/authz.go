@@ -91,6 +91,9 @@ var Scopes = map[string]string{
 
 	phxv1.TokenService_IssueToken_FullMethodName:  ScopeAdmin,
 	phxv1.TokenService_RevokeToken_FullMethodName: ScopeAdmin,
+
+	phxv1.AuditService_TailAudit_FullMethodName:   ScopeAdmin,
+	phxv1.AuditService_VerifyAudit_FullMethodName: ScopeAdmin,
 }
 
 // AuthorizeScopes checks a bearer token's scopes for fullMethod.

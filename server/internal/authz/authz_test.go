@@ -210,7 +210,11 @@ func TestScopesCoverEveryMethod(t *testing.T) {
 			t.Errorf("%s has no scope class", m)
 			continue
 		}
-		if reads.MatchString(m) != (sc == authz.ScopeRead) {
+		operatorOnly := slices.Equal(authz.Table[m], []string{members.RoleOperator})
+		if operatorOnly != (sc == authz.ScopeAdmin) {
+			t.Errorf("%s: scope class %q, but the operator's methods (and only they) are %q", m, sc, authz.ScopeAdmin)
+		}
+		if !operatorOnly && reads.MatchString(m) != (sc == authz.ScopeRead) {
 			t.Errorf("%s: scope class %q, but reads (and only reads) are %q", m, sc, authz.ScopeRead)
 		}
 	}
@@ -230,7 +234,7 @@ func TestTokenScopes(t *testing.T) {
 			if d.Allowed != want || (err == nil) != want || d.Rule == "" {
 				t.Errorf("AuthorizeScopes(%s, %v) = %v, %v; want allowed %v", m, scopes, d, err, want)
 			}
-			if want && !reads.MatchString(m) && authz.Scopes[m] != authz.ScopeRespond {
+			if want && (!reads.MatchString(m) && authz.Scopes[m] != authz.ScopeRespond || authz.Scopes[m] == authz.ScopeAdmin) {
 				t.Errorf("a token with %v may call %s, which writes", scopes, m)
 			}
 		}

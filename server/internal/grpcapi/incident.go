@@ -90,6 +90,7 @@ func (s *incidentSvc) ReportIncident(ctx context.Context, req *phxv1.ReportIncid
 	if err := checkAffectedOwnership(id, in, reg); err != nil {
 		return nil, err
 	}
+	redactions := scrubIncident(in)
 	now := s.a.now()
 	in.Id, in.Revision, in.Reporter, in.CreatedAt, in.UpdatedAt = newIncidentID(), 1, id.Org, now, now
 	if in.Status == phxv1.Status_STATUS_RESOLVED {
@@ -106,7 +107,7 @@ func (s *incidentSvc) ReportIncident(ctx context.Context, req *phxv1.ReportIncid
 	if env.Publisher != id.Org {
 		return nil, fmt.Errorf("%w: request_id %q was used by another org", errExists, req.RequestId)
 	}
-	return &phxv1.ReportIncidentResponse{Incident: env.GetIncident()}, nil
+	return &phxv1.ReportIncidentResponse{Incident: env.GetIncident(), Redactions: redactions}, nil
 }
 
 var incidentPaths = []string{"title", "classification", "severity", "status", "affected", "impact", "remediations", "rollout_action", "respond_by", "audience"}
@@ -192,6 +193,7 @@ func (s *incidentSvc) UpdateIncident(ctx context.Context, req *phxv1.UpdateIncid
 			return nil, err
 		}
 	}
+	redactions := scrubIncident(next)
 	now := s.a.now()
 	next.Revision, next.UpdatedAt = cur.Revision+1, now
 	switch {
@@ -211,7 +213,7 @@ func (s *incidentSvc) UpdateIncident(ctx context.Context, req *phxv1.UpdateIncid
 	if err != nil {
 		return nil, err
 	}
-	return &phxv1.UpdateIncidentResponse{Incident: s.a.present(env, recipient(id)).GetIncident()}, nil
+	return &phxv1.UpdateIncidentResponse{Incident: s.a.present(env, recipient(id)).GetIncident(), Redactions: redactions}, nil
 }
 
 func (s *incidentSvc) GetIncident(ctx context.Context, req *phxv1.GetIncidentRequest) (resp *phxv1.GetIncidentResponse, err error) {

@@ -62,6 +62,7 @@ func (s *rolloutSvc) AnnounceRollout(ctx context.Context, req *phxv1.AnnounceRol
 	if !reg.Owns(id.Org, r.Product) {
 		return nil, denied("rollout.product", "%s does not own product %q", id.Org, r.Product)
 	}
+	redactions := scrubRollout(r)
 	r.Revision, r.Publisher, r.CreatedAt, r.UpdatedAt = 1, id.Org, s.a.now(), s.a.now()
 	msgID := id.Org + ":rollout:" + r.RolloutId
 	if req.RequestId != "" {
@@ -81,7 +82,7 @@ func (s *rolloutSvc) AnnounceRollout(ctx context.Context, req *phxv1.AnnounceRol
 	if env.Publisher != id.Org {
 		return nil, fmt.Errorf("%w: rollout %q", errExists, r.RolloutId)
 	}
-	return &phxv1.AnnounceRolloutResponse{Rollout: env.GetRollout()}, nil
+	return &phxv1.AnnounceRolloutResponse{Rollout: env.GetRollout(), Redactions: redactions}, nil
 }
 
 func (s *rolloutSvc) UpdateRollout(ctx context.Context, req *phxv1.UpdateRolloutRequest) (resp *phxv1.UpdateRolloutResponse, err error) {
@@ -159,6 +160,7 @@ func (s *rolloutSvc) UpdateRollout(ctx context.Context, req *phxv1.UpdateRollout
 	if err := validateRolloutFields(next, s.a.cfg.Registry.Get()); err != nil {
 		return nil, prefix("rollout", err)
 	}
+	redactions := scrubRollout(next)
 	next.Revision = cur.Revision + 1
 	next.UpdatedAt = s.a.now()
 	msgID := fmt.Sprintf("rollout/%s@%d", next.RolloutId, next.Revision)
@@ -172,7 +174,7 @@ func (s *rolloutSvc) UpdateRollout(ctx context.Context, req *phxv1.UpdateRollout
 	if err != nil {
 		return nil, err
 	}
-	return &phxv1.UpdateRolloutResponse{Rollout: env.GetRollout()}, nil
+	return &phxv1.UpdateRolloutResponse{Rollout: env.GetRollout(), Redactions: redactions}, nil
 }
 
 func (s *rolloutSvc) GetRollout(ctx context.Context, req *phxv1.GetRolloutRequest) (resp *phxv1.GetRolloutResponse, err error) {
