@@ -80,7 +80,7 @@ func TestFreeTextScrubbed(t *testing.T) {
 	// A rollout's reason.
 	ro := announce(t, contoso, rollout(uniq("r-scrub"), "contoso-av", green()))
 	ur, err := contoso.rollouts.UpdateRollout(ctx, &phxv1.UpdateRolloutRequest{RolloutId: ro.RolloutId, ExpectedRevision: 1,
-		Rollout: &phxv1.Rollout{State: phxv1.RolloutState_ROLLOUT_PAUSED, Reason: "paused after a call from jane.doe@contoso-customer.example"},
+		Rollout:    &phxv1.Rollout{State: phxv1.RolloutState_ROLLOUT_PAUSED, Reason: "paused after a call from jane.doe@contoso-customer.example"},
 		UpdateMask: mask("state", "reason")})
 	if err != nil {
 		t.Fatal(err)
