@@ -718,7 +718,14 @@ type Incident struct {
 	// Set by the hub.
 	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// Set by the hub when status becomes RESOLVED.
-	ResolvedAt    *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=resolved_at,json=resolvedAt,proto3" json:"resolved_at,omitempty"`
+	ResolvedAt *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=resolved_at,json=resolvedAt,proto3" json:"resolved_at,omitempty"`
+	// Set by the hub: every revision, oldest first, with who and when.
+	History []*RevisionInfo `protobuf:"bytes,19,rep,name=history,proto3" json:"history,omitempty"`
+	// Orgs asked to respond by respond_by (set by the reporter or the
+	// platform).
+	AskedOrgs []string `protobuf:"bytes,20,rep,name=asked_orgs,json=askedOrgs,proto3" json:"asked_orgs,omitempty"`
+	// Ask every vendor in the audience to respond.
+	AskAllVendors bool `protobuf:"varint,21,opt,name=ask_all_vendors,json=askAllVendors,proto3" json:"ask_all_vendors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -879,6 +886,101 @@ func (x *Incident) GetResolvedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Incident) GetHistory() []*RevisionInfo {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+func (x *Incident) GetAskedOrgs() []string {
+	if x != nil {
+		return x.AskedOrgs
+	}
+	return nil
+}
+
+func (x *Incident) GetAskAllVendors() bool {
+	if x != nil {
+		return x.AskAllVendors
+	}
+	return false
+}
+
+// RevisionInfo describes one numbered change of an incident.
+type RevisionInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision this change made.
+	Revision uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The org that made it (or its pseudonym, by policy).
+	Author string `protobuf:"bytes,2,opt,name=author,proto3" json:"author,omitempty"`
+	// When.
+	At *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	// What changed: "reported", field names ("status", "severity", ...),
+	// "post", "response".
+	Changed       []string `protobuf:"bytes,4,rep,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevisionInfo) Reset() {
+	*x = RevisionInfo{}
+	mi := &file_phx_v1_incident_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevisionInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevisionInfo) ProtoMessage() {}
+
+func (x *RevisionInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_phx_v1_incident_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevisionInfo.ProtoReflect.Descriptor instead.
+func (*RevisionInfo) Descriptor() ([]byte, []int) {
+	return file_phx_v1_incident_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RevisionInfo) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *RevisionInfo) GetAuthor() string {
+	if x != nil {
+		return x.Author
+	}
+	return ""
+}
+
+func (x *RevisionInfo) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *RevisionInfo) GetChanged() []string {
+	if x != nil {
+		return x.Changed
+	}
+	return nil
+}
+
 // ReportIncidentRequest carries the new incident.
 type ReportIncidentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -893,7 +995,7 @@ type ReportIncidentRequest struct {
 
 func (x *ReportIncidentRequest) Reset() {
 	*x = ReportIncidentRequest{}
-	mi := &file_phx_v1_incident_proto_msgTypes[6]
+	mi := &file_phx_v1_incident_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +1007,7 @@ func (x *ReportIncidentRequest) String() string {
 func (*ReportIncidentRequest) ProtoMessage() {}
 
 func (x *ReportIncidentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_incident_proto_msgTypes[6]
+	mi := &file_phx_v1_incident_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +1020,7 @@ func (x *ReportIncidentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportIncidentRequest.ProtoReflect.Descriptor instead.
 func (*ReportIncidentRequest) Descriptor() ([]byte, []int) {
-	return file_phx_v1_incident_proto_rawDescGZIP(), []int{6}
+	return file_phx_v1_incident_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReportIncidentRequest) GetIncident() *Incident {
@@ -948,7 +1050,7 @@ type ReportIncidentResponse struct {
 
 func (x *ReportIncidentResponse) Reset() {
 	*x = ReportIncidentResponse{}
-	mi := &file_phx_v1_incident_proto_msgTypes[7]
+	mi := &file_phx_v1_incident_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -960,7 +1062,7 @@ func (x *ReportIncidentResponse) String() string {
 func (*ReportIncidentResponse) ProtoMessage() {}
 
 func (x *ReportIncidentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_incident_proto_msgTypes[7]
+	mi := &file_phx_v1_incident_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -973,7 +1075,7 @@ func (x *ReportIncidentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportIncidentResponse.ProtoReflect.Descriptor instead.
 func (*ReportIncidentResponse) Descriptor() ([]byte, []int) {
-	return file_phx_v1_incident_proto_rawDescGZIP(), []int{7}
+	return file_phx_v1_incident_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReportIncidentResponse) GetIncident() *Incident {
@@ -1011,7 +1113,7 @@ type UpdateIncidentRequest struct {
 
 func (x *UpdateIncidentRequest) Reset() {
 	*x = UpdateIncidentRequest{}
-	mi := &file_phx_v1_incident_proto_msgTypes[8]
+	mi := &file_phx_v1_incident_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1125,7 @@ func (x *UpdateIncidentRequest) String() string {
 func (*UpdateIncidentRequest) ProtoMessage() {}
 
 func (x *UpdateIncidentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_incident_proto_msgTypes[8]
+	mi := &file_phx_v1_incident_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1138,7 @@ func (x *UpdateIncidentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateIncidentRequest.ProtoReflect.Descriptor instead.
 func (*UpdateIncidentRequest) Descriptor() ([]byte, []int) {
-	return file_phx_v1_incident_proto_rawDescGZIP(), []int{8}
+	return file_phx_v1_incident_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpdateIncidentRequest) GetId() string {
@@ -1087,7 +1189,7 @@ type UpdateIncidentResponse struct {
 
 func (x *UpdateIncidentResponse) Reset() {
 	*x = UpdateIncidentResponse{}
-	mi := &file_phx_v1_incident_proto_msgTypes[9]
+	mi := &file_phx_v1_incident_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1201,7 @@ func (x *UpdateIncidentResponse) String() string {
 func (*UpdateIncidentResponse) ProtoMessage() {}
 
 func (x *UpdateIncidentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_incident_proto_msgTypes[9]
+	mi := &file_phx_v1_incident_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1214,7 @@ func (x *UpdateIncidentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateIncidentResponse.ProtoReflect.Descriptor instead.
 func (*UpdateIncidentResponse) Descriptor() ([]byte, []int) {
-	return file_phx_v1_incident_proto_rawDescGZIP(), []int{9}
+	return file_phx_v1_incident_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UpdateIncidentResponse) GetIncident() *Incident {
@@ -1144,7 +1246,7 @@ type AddPostRequest struct {
 
 func (x *AddPostRequest) Reset() {
 	*x = AddPostRequest{}
-	mi := &file_phx_v1_incident_proto_msgTypes[10]
+	mi := &file_phx_v1_incident_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1258,7 @@ func (x *AddPostRequest) String() string {
 func (*AddPostRequest) ProtoMessage() {}
 
 func (x *AddPostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_incident_proto_msgTypes[10]
+	mi := &file_phx_v1_incident_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1271,7 @@ func (x *AddPostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPostRequest.ProtoReflect.Descriptor instead.
 func (*AddPostRequest) Descriptor() ([]byte, []int) {
-	return file_phx_v1_incident_proto_rawDescGZIP(), []int{10}
+	return file_phx_v1_incident_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AddPostRequest) GetId() string {
@@ -1204,7 +1306,7 @@ type AddPostResponse struct {
 
 func (x *AddPostResponse) Reset() {
 	*x = AddPostResponse{}
-	mi := &file_phx_v1_incident_proto_msgTypes[11]
+	mi := &file_phx_v1_incident_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1216,7 +1318,7 @@ func (x *AddPostResponse) String() string {
 func (*AddPostResponse) ProtoMessage() {}
 
 func (x *AddPostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_incident_proto_msgTypes[11]
+	mi := &file_phx_v1_incident_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1229,7 +1331,7 @@ func (x *AddPostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPostResponse.ProtoReflect.Descriptor instead.
 func (*AddPostResponse) Descriptor() ([]byte, []int) {
-	return file_phx_v1_incident_proto_rawDescGZIP(), []int{11}
+	return file_phx_v1_incident_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AddPostResponse) GetIncident() *Incident {
@@ -1254,7 +1356,7 @@ type RespondRequest struct {
 
 func (x *RespondRequest) Reset() {
 	*x = RespondRequest{}
-	mi := &file_phx_v1_incident_proto_msgTypes[12]
+	mi := &file_phx_v1_incident_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1368,7 @@ func (x *RespondRequest) String() string {
 func (*RespondRequest) ProtoMessage() {}
 
 func (x *RespondRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_incident_proto_msgTypes[12]
+	mi := &file_phx_v1_incident_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1381,7 @@ func (x *RespondRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RespondRequest.ProtoReflect.Descriptor instead.
 func (*RespondRequest) Descriptor() ([]byte, []int) {
-	return file_phx_v1_incident_proto_rawDescGZIP(), []int{12}
+	return file_phx_v1_incident_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RespondRequest) GetId() string {
@@ -1314,7 +1416,7 @@ type RespondResponse struct {
 
 func (x *RespondResponse) Reset() {
 	*x = RespondResponse{}
-	mi := &file_phx_v1_incident_proto_msgTypes[13]
+	mi := &file_phx_v1_incident_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1326,7 +1428,7 @@ func (x *RespondResponse) String() string {
 func (*RespondResponse) ProtoMessage() {}
 
 func (x *RespondResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_incident_proto_msgTypes[13]
+	mi := &file_phx_v1_incident_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1339,7 +1441,7 @@ func (x *RespondResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RespondResponse.ProtoReflect.Descriptor instead.
 func (*RespondResponse) Descriptor() ([]byte, []int) {
-	return file_phx_v1_incident_proto_rawDescGZIP(), []int{13}
+	return file_phx_v1_incident_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RespondResponse) GetIncident() *Incident {
@@ -1360,7 +1462,7 @@ type AcknowledgeRequest struct {
 
 func (x *AcknowledgeRequest) Reset() {
 	*x = AcknowledgeRequest{}
-	mi := &file_phx_v1_incident_proto_msgTypes[14]
+	mi := &file_phx_v1_incident_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1474,7 @@ func (x *AcknowledgeRequest) String() string {
 func (*AcknowledgeRequest) ProtoMessage() {}
 
 func (x *AcknowledgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_incident_proto_msgTypes[14]
+	mi := &file_phx_v1_incident_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1487,7 @@ func (x *AcknowledgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeRequest) Descriptor() ([]byte, []int) {
-	return file_phx_v1_incident_proto_rawDescGZIP(), []int{14}
+	return file_phx_v1_incident_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AcknowledgeRequest) GetId() string {
@@ -1406,7 +1508,7 @@ type AcknowledgeResponse struct {
 
 func (x *AcknowledgeResponse) Reset() {
 	*x = AcknowledgeResponse{}
-	mi := &file_phx_v1_incident_proto_msgTypes[15]
+	mi := &file_phx_v1_incident_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +1520,7 @@ func (x *AcknowledgeResponse) String() string {
 func (*AcknowledgeResponse) ProtoMessage() {}
 
 func (x *AcknowledgeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_incident_proto_msgTypes[15]
+	mi := &file_phx_v1_incident_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +1533,7 @@ func (x *AcknowledgeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeResponse) Descriptor() ([]byte, []int) {
-	return file_phx_v1_incident_proto_rawDescGZIP(), []int{15}
+	return file_phx_v1_incident_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AcknowledgeResponse) GetAcknowledgedAt() *timestamppb.Timestamp {
@@ -1445,14 +1547,16 @@ func (x *AcknowledgeResponse) GetAcknowledgedAt() *timestamppb.Timestamp {
 type GetIncidentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The incident's id.
-	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// An older revision to read instead of the current one (0: current).
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetIncidentRequest) Reset() {
 	*x = GetIncidentRequest{}
-	mi := &file_phx_v1_incident_proto_msgTypes[16]
+	mi := &file_phx_v1_incident_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1568,7 @@ func (x *GetIncidentRequest) String() string {
 func (*GetIncidentRequest) ProtoMessage() {}
 
 func (x *GetIncidentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_incident_proto_msgTypes[16]
+	mi := &file_phx_v1_incident_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1581,7 @@ func (x *GetIncidentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIncidentRequest.ProtoReflect.Descriptor instead.
 func (*GetIncidentRequest) Descriptor() ([]byte, []int) {
-	return file_phx_v1_incident_proto_rawDescGZIP(), []int{16}
+	return file_phx_v1_incident_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetIncidentRequest) GetId() string {
@@ -1485,6 +1589,13 @@ func (x *GetIncidentRequest) GetId() string {
 		return x.Id
 	}
 	return ""
+}
+
+func (x *GetIncidentRequest) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 // GetIncidentResponse returns an incident.
@@ -1498,7 +1609,7 @@ type GetIncidentResponse struct {
 
 func (x *GetIncidentResponse) Reset() {
 	*x = GetIncidentResponse{}
-	mi := &file_phx_v1_incident_proto_msgTypes[17]
+	mi := &file_phx_v1_incident_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1621,7 @@ func (x *GetIncidentResponse) String() string {
 func (*GetIncidentResponse) ProtoMessage() {}
 
 func (x *GetIncidentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_incident_proto_msgTypes[17]
+	mi := &file_phx_v1_incident_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1634,7 @@ func (x *GetIncidentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIncidentResponse.ProtoReflect.Descriptor instead.
 func (*GetIncidentResponse) Descriptor() ([]byte, []int) {
-	return file_phx_v1_incident_proto_rawDescGZIP(), []int{17}
+	return file_phx_v1_incident_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetIncidentResponse) GetIncident() *Incident {
@@ -1552,7 +1663,7 @@ type ListIncidentsRequest struct {
 
 func (x *ListIncidentsRequest) Reset() {
 	*x = ListIncidentsRequest{}
-	mi := &file_phx_v1_incident_proto_msgTypes[18]
+	mi := &file_phx_v1_incident_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1675,7 @@ func (x *ListIncidentsRequest) String() string {
 func (*ListIncidentsRequest) ProtoMessage() {}
 
 func (x *ListIncidentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_incident_proto_msgTypes[18]
+	mi := &file_phx_v1_incident_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1688,7 @@ func (x *ListIncidentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIncidentsRequest.ProtoReflect.Descriptor instead.
 func (*ListIncidentsRequest) Descriptor() ([]byte, []int) {
-	return file_phx_v1_incident_proto_rawDescGZIP(), []int{18}
+	return file_phx_v1_incident_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListIncidentsRequest) GetProducts() []string {
@@ -1628,7 +1739,7 @@ type ListIncidentsResponse struct {
 
 func (x *ListIncidentsResponse) Reset() {
 	*x = ListIncidentsResponse{}
-	mi := &file_phx_v1_incident_proto_msgTypes[19]
+	mi := &file_phx_v1_incident_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1751,7 @@ func (x *ListIncidentsResponse) String() string {
 func (*ListIncidentsResponse) ProtoMessage() {}
 
 func (x *ListIncidentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_incident_proto_msgTypes[19]
+	mi := &file_phx_v1_incident_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1764,7 @@ func (x *ListIncidentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIncidentsResponse.ProtoReflect.Descriptor instead.
 func (*ListIncidentsResponse) Descriptor() ([]byte, []int) {
-	return file_phx_v1_incident_proto_rawDescGZIP(), []int{19}
+	return file_phx_v1_incident_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListIncidentsResponse) GetIncidents() []*Incident {
@@ -1681,7 +1792,7 @@ type ListReceiptsRequest struct {
 
 func (x *ListReceiptsRequest) Reset() {
 	*x = ListReceiptsRequest{}
-	mi := &file_phx_v1_incident_proto_msgTypes[20]
+	mi := &file_phx_v1_incident_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1693,7 +1804,7 @@ func (x *ListReceiptsRequest) String() string {
 func (*ListReceiptsRequest) ProtoMessage() {}
 
 func (x *ListReceiptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_incident_proto_msgTypes[20]
+	mi := &file_phx_v1_incident_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1706,7 +1817,7 @@ func (x *ListReceiptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReceiptsRequest.ProtoReflect.Descriptor instead.
 func (*ListReceiptsRequest) Descriptor() ([]byte, []int) {
-	return file_phx_v1_incident_proto_rawDescGZIP(), []int{20}
+	return file_phx_v1_incident_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListReceiptsRequest) GetId() string {
@@ -1731,7 +1842,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_phx_v1_incident_proto_msgTypes[21]
+	mi := &file_phx_v1_incident_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1743,7 +1854,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_incident_proto_msgTypes[21]
+	mi := &file_phx_v1_incident_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1756,7 +1867,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_phx_v1_incident_proto_rawDescGZIP(), []int{21}
+	return file_phx_v1_incident_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Receipt) GetOrg() string {
@@ -1791,7 +1902,7 @@ type ListReceiptsResponse struct {
 
 func (x *ListReceiptsResponse) Reset() {
 	*x = ListReceiptsResponse{}
-	mi := &file_phx_v1_incident_proto_msgTypes[22]
+	mi := &file_phx_v1_incident_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1803,7 +1914,7 @@ func (x *ListReceiptsResponse) String() string {
 func (*ListReceiptsResponse) ProtoMessage() {}
 
 func (x *ListReceiptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_phx_v1_incident_proto_msgTypes[22]
+	mi := &file_phx_v1_incident_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1816,7 +1927,7 @@ func (x *ListReceiptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReceiptsResponse.ProtoReflect.Descriptor instead.
 func (*ListReceiptsResponse) Descriptor() ([]byte, []int) {
-	return file_phx_v1_incident_proto_rawDescGZIP(), []int{22}
+	return file_phx_v1_incident_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListReceiptsResponse) GetReceipts() []*Receipt {
@@ -1856,7 +1967,7 @@ const file_phx_v1_incident_proto_rawDesc = "" +
 	"\x03org\x18\x01 \x01(\tR\x03org\x12(\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x14.phx.v1.ResponseKindR\x04kind\x12\x1c\n" +
 	"\tstatement\x18\x03 \x01(\tR\tstatement\x12=\n" +
-	"\fresponded_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vrespondedAt\"\xab\x06\n" +
+	"\fresponded_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vrespondedAt\"\xa2\a\n" +
 	"\bIncident\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05title\x18\x02 \x01(\tR\x05title\x12>\n" +
@@ -1880,7 +1991,16 @@ const file_phx_v1_incident_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12;\n" +
 	"\vresolved_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"resolvedAt\"d\n" +
+	"resolvedAt\x12.\n" +
+	"\ahistory\x18\x13 \x03(\v2\x14.phx.v1.RevisionInfoR\ahistory\x12\x1d\n" +
+	"\n" +
+	"asked_orgs\x18\x14 \x03(\tR\taskedOrgs\x12&\n" +
+	"\x0fask_all_vendors\x18\x15 \x01(\bR\raskAllVendors\"\x88\x01\n" +
+	"\fRevisionInfo\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x16\n" +
+	"\x06author\x18\x02 \x01(\tR\x06author\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x18\n" +
+	"\achanged\x18\x04 \x03(\tR\achanged\"d\n" +
 	"\x15ReportIncidentRequest\x12,\n" +
 	"\bincident\x18\x01 \x01(\v2\x10.phx.v1.IncidentR\bincident\x12\x1d\n" +
 	"\n" +
@@ -1918,9 +2038,10 @@ const file_phx_v1_incident_proto_rawDesc = "" +
 	"\x12AcknowledgeRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"Z\n" +
 	"\x13AcknowledgeResponse\x12C\n" +
-	"\x0facknowledged_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x0eacknowledgedAt\"$\n" +
+	"\x0facknowledged_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x0eacknowledgedAt\"@\n" +
 	"\x12GetIncidentRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"C\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"C\n" +
 	"\x13GetIncidentResponse\x12,\n" +
 	"\bincident\x18\x01 \x01(\v2\x10.phx.v1.IncidentR\bincident\"\xcf\x01\n" +
 	"\x14ListIncidentsRequest\x12\x1a\n" +
@@ -1992,7 +2113,7 @@ func file_phx_v1_incident_proto_rawDescGZIP() []byte {
 }
 
 var file_phx_v1_incident_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_phx_v1_incident_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_phx_v1_incident_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_phx_v1_incident_proto_goTypes = []any{
 	(Classification)(0),            // 0: phx.v1.Classification
 	(Status)(0),                    // 1: phx.v1.Status
@@ -2005,89 +2126,92 @@ var file_phx_v1_incident_proto_goTypes = []any{
 	(*Post)(nil),                   // 8: phx.v1.Post
 	(*Response)(nil),               // 9: phx.v1.Response
 	(*Incident)(nil),               // 10: phx.v1.Incident
-	(*ReportIncidentRequest)(nil),  // 11: phx.v1.ReportIncidentRequest
-	(*ReportIncidentResponse)(nil), // 12: phx.v1.ReportIncidentResponse
-	(*UpdateIncidentRequest)(nil),  // 13: phx.v1.UpdateIncidentRequest
-	(*UpdateIncidentResponse)(nil), // 14: phx.v1.UpdateIncidentResponse
-	(*AddPostRequest)(nil),         // 15: phx.v1.AddPostRequest
-	(*AddPostResponse)(nil),        // 16: phx.v1.AddPostResponse
-	(*RespondRequest)(nil),         // 17: phx.v1.RespondRequest
-	(*RespondResponse)(nil),        // 18: phx.v1.RespondResponse
-	(*AcknowledgeRequest)(nil),     // 19: phx.v1.AcknowledgeRequest
-	(*AcknowledgeResponse)(nil),    // 20: phx.v1.AcknowledgeResponse
-	(*GetIncidentRequest)(nil),     // 21: phx.v1.GetIncidentRequest
-	(*GetIncidentResponse)(nil),    // 22: phx.v1.GetIncidentResponse
-	(*ListIncidentsRequest)(nil),   // 23: phx.v1.ListIncidentsRequest
-	(*ListIncidentsResponse)(nil),  // 24: phx.v1.ListIncidentsResponse
-	(*ListReceiptsRequest)(nil),    // 25: phx.v1.ListReceiptsRequest
-	(*Receipt)(nil),                // 26: phx.v1.Receipt
-	(*ListReceiptsResponse)(nil),   // 27: phx.v1.ListReceiptsResponse
-	(*timestamppb.Timestamp)(nil),  // 28: google.protobuf.Timestamp
-	(Severity)(0),                  // 29: phx.v1.Severity
-	(*Audience)(nil),               // 30: phx.v1.Audience
-	(*Redaction)(nil),              // 31: phx.v1.Redaction
-	(*fieldmaskpb.FieldMask)(nil),  // 32: google.protobuf.FieldMask
+	(*RevisionInfo)(nil),           // 11: phx.v1.RevisionInfo
+	(*ReportIncidentRequest)(nil),  // 12: phx.v1.ReportIncidentRequest
+	(*ReportIncidentResponse)(nil), // 13: phx.v1.ReportIncidentResponse
+	(*UpdateIncidentRequest)(nil),  // 14: phx.v1.UpdateIncidentRequest
+	(*UpdateIncidentResponse)(nil), // 15: phx.v1.UpdateIncidentResponse
+	(*AddPostRequest)(nil),         // 16: phx.v1.AddPostRequest
+	(*AddPostResponse)(nil),        // 17: phx.v1.AddPostResponse
+	(*RespondRequest)(nil),         // 18: phx.v1.RespondRequest
+	(*RespondResponse)(nil),        // 19: phx.v1.RespondResponse
+	(*AcknowledgeRequest)(nil),     // 20: phx.v1.AcknowledgeRequest
+	(*AcknowledgeResponse)(nil),    // 21: phx.v1.AcknowledgeResponse
+	(*GetIncidentRequest)(nil),     // 22: phx.v1.GetIncidentRequest
+	(*GetIncidentResponse)(nil),    // 23: phx.v1.GetIncidentResponse
+	(*ListIncidentsRequest)(nil),   // 24: phx.v1.ListIncidentsRequest
+	(*ListIncidentsResponse)(nil),  // 25: phx.v1.ListIncidentsResponse
+	(*ListReceiptsRequest)(nil),    // 26: phx.v1.ListReceiptsRequest
+	(*Receipt)(nil),                // 27: phx.v1.Receipt
+	(*ListReceiptsResponse)(nil),   // 28: phx.v1.ListReceiptsResponse
+	(*timestamppb.Timestamp)(nil),  // 29: google.protobuf.Timestamp
+	(Severity)(0),                  // 30: phx.v1.Severity
+	(*Audience)(nil),               // 31: phx.v1.Audience
+	(*Redaction)(nil),              // 32: phx.v1.Redaction
+	(*fieldmaskpb.FieldMask)(nil),  // 33: google.protobuf.FieldMask
 }
 var file_phx_v1_incident_proto_depIdxs = []int32{
 	2,  // 0: phx.v1.Remediation.category:type_name -> phx.v1.RemediationCategory
 	3,  // 1: phx.v1.RolloutAction.action:type_name -> phx.v1.RolloutActionKind
-	28, // 2: phx.v1.Post.posted_at:type_name -> google.protobuf.Timestamp
+	29, // 2: phx.v1.Post.posted_at:type_name -> google.protobuf.Timestamp
 	1,  // 3: phx.v1.Post.status:type_name -> phx.v1.Status
 	4,  // 4: phx.v1.Response.kind:type_name -> phx.v1.ResponseKind
-	28, // 5: phx.v1.Response.responded_at:type_name -> google.protobuf.Timestamp
+	29, // 5: phx.v1.Response.responded_at:type_name -> google.protobuf.Timestamp
 	0,  // 6: phx.v1.Incident.classification:type_name -> phx.v1.Classification
-	29, // 7: phx.v1.Incident.severity:type_name -> phx.v1.Severity
+	30, // 7: phx.v1.Incident.severity:type_name -> phx.v1.Severity
 	1,  // 8: phx.v1.Incident.status:type_name -> phx.v1.Status
 	5,  // 9: phx.v1.Incident.affected:type_name -> phx.v1.Affected
 	6,  // 10: phx.v1.Incident.remediations:type_name -> phx.v1.Remediation
 	7,  // 11: phx.v1.Incident.rollout_action:type_name -> phx.v1.RolloutAction
 	8,  // 12: phx.v1.Incident.posts:type_name -> phx.v1.Post
 	9,  // 13: phx.v1.Incident.responses:type_name -> phx.v1.Response
-	28, // 14: phx.v1.Incident.respond_by:type_name -> google.protobuf.Timestamp
-	30, // 15: phx.v1.Incident.audience:type_name -> phx.v1.Audience
-	28, // 16: phx.v1.Incident.created_at:type_name -> google.protobuf.Timestamp
-	28, // 17: phx.v1.Incident.updated_at:type_name -> google.protobuf.Timestamp
-	28, // 18: phx.v1.Incident.resolved_at:type_name -> google.protobuf.Timestamp
-	10, // 19: phx.v1.ReportIncidentRequest.incident:type_name -> phx.v1.Incident
-	10, // 20: phx.v1.ReportIncidentResponse.incident:type_name -> phx.v1.Incident
-	31, // 21: phx.v1.ReportIncidentResponse.redactions:type_name -> phx.v1.Redaction
-	10, // 22: phx.v1.UpdateIncidentRequest.incident:type_name -> phx.v1.Incident
-	32, // 23: phx.v1.UpdateIncidentRequest.update_mask:type_name -> google.protobuf.FieldMask
-	10, // 24: phx.v1.UpdateIncidentResponse.incident:type_name -> phx.v1.Incident
-	31, // 25: phx.v1.UpdateIncidentResponse.redactions:type_name -> phx.v1.Redaction
-	1,  // 26: phx.v1.AddPostRequest.status:type_name -> phx.v1.Status
-	10, // 27: phx.v1.AddPostResponse.incident:type_name -> phx.v1.Incident
-	4,  // 28: phx.v1.RespondRequest.kind:type_name -> phx.v1.ResponseKind
-	10, // 29: phx.v1.RespondResponse.incident:type_name -> phx.v1.Incident
-	28, // 30: phx.v1.AcknowledgeResponse.acknowledged_at:type_name -> google.protobuf.Timestamp
-	10, // 31: phx.v1.GetIncidentResponse.incident:type_name -> phx.v1.Incident
-	1,  // 32: phx.v1.ListIncidentsRequest.statuses:type_name -> phx.v1.Status
-	29, // 33: phx.v1.ListIncidentsRequest.min_severity:type_name -> phx.v1.Severity
-	10, // 34: phx.v1.ListIncidentsResponse.incidents:type_name -> phx.v1.Incident
-	28, // 35: phx.v1.Receipt.delivered_at:type_name -> google.protobuf.Timestamp
-	28, // 36: phx.v1.Receipt.acknowledged_at:type_name -> google.protobuf.Timestamp
-	26, // 37: phx.v1.ListReceiptsResponse.receipts:type_name -> phx.v1.Receipt
-	11, // 38: phx.v1.IncidentService.ReportIncident:input_type -> phx.v1.ReportIncidentRequest
-	13, // 39: phx.v1.IncidentService.UpdateIncident:input_type -> phx.v1.UpdateIncidentRequest
-	15, // 40: phx.v1.IncidentService.AddPost:input_type -> phx.v1.AddPostRequest
-	17, // 41: phx.v1.IncidentService.Respond:input_type -> phx.v1.RespondRequest
-	19, // 42: phx.v1.IncidentService.Acknowledge:input_type -> phx.v1.AcknowledgeRequest
-	21, // 43: phx.v1.IncidentService.GetIncident:input_type -> phx.v1.GetIncidentRequest
-	23, // 44: phx.v1.IncidentService.ListIncidents:input_type -> phx.v1.ListIncidentsRequest
-	25, // 45: phx.v1.IncidentService.ListReceipts:input_type -> phx.v1.ListReceiptsRequest
-	12, // 46: phx.v1.IncidentService.ReportIncident:output_type -> phx.v1.ReportIncidentResponse
-	14, // 47: phx.v1.IncidentService.UpdateIncident:output_type -> phx.v1.UpdateIncidentResponse
-	16, // 48: phx.v1.IncidentService.AddPost:output_type -> phx.v1.AddPostResponse
-	18, // 49: phx.v1.IncidentService.Respond:output_type -> phx.v1.RespondResponse
-	20, // 50: phx.v1.IncidentService.Acknowledge:output_type -> phx.v1.AcknowledgeResponse
-	22, // 51: phx.v1.IncidentService.GetIncident:output_type -> phx.v1.GetIncidentResponse
-	24, // 52: phx.v1.IncidentService.ListIncidents:output_type -> phx.v1.ListIncidentsResponse
-	27, // 53: phx.v1.IncidentService.ListReceipts:output_type -> phx.v1.ListReceiptsResponse
-	46, // [46:54] is the sub-list for method output_type
-	38, // [38:46] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	29, // 14: phx.v1.Incident.respond_by:type_name -> google.protobuf.Timestamp
+	31, // 15: phx.v1.Incident.audience:type_name -> phx.v1.Audience
+	29, // 16: phx.v1.Incident.created_at:type_name -> google.protobuf.Timestamp
+	29, // 17: phx.v1.Incident.updated_at:type_name -> google.protobuf.Timestamp
+	29, // 18: phx.v1.Incident.resolved_at:type_name -> google.protobuf.Timestamp
+	11, // 19: phx.v1.Incident.history:type_name -> phx.v1.RevisionInfo
+	29, // 20: phx.v1.RevisionInfo.at:type_name -> google.protobuf.Timestamp
+	10, // 21: phx.v1.ReportIncidentRequest.incident:type_name -> phx.v1.Incident
+	10, // 22: phx.v1.ReportIncidentResponse.incident:type_name -> phx.v1.Incident
+	32, // 23: phx.v1.ReportIncidentResponse.redactions:type_name -> phx.v1.Redaction
+	10, // 24: phx.v1.UpdateIncidentRequest.incident:type_name -> phx.v1.Incident
+	33, // 25: phx.v1.UpdateIncidentRequest.update_mask:type_name -> google.protobuf.FieldMask
+	10, // 26: phx.v1.UpdateIncidentResponse.incident:type_name -> phx.v1.Incident
+	32, // 27: phx.v1.UpdateIncidentResponse.redactions:type_name -> phx.v1.Redaction
+	1,  // 28: phx.v1.AddPostRequest.status:type_name -> phx.v1.Status
+	10, // 29: phx.v1.AddPostResponse.incident:type_name -> phx.v1.Incident
+	4,  // 30: phx.v1.RespondRequest.kind:type_name -> phx.v1.ResponseKind
+	10, // 31: phx.v1.RespondResponse.incident:type_name -> phx.v1.Incident
+	29, // 32: phx.v1.AcknowledgeResponse.acknowledged_at:type_name -> google.protobuf.Timestamp
+	10, // 33: phx.v1.GetIncidentResponse.incident:type_name -> phx.v1.Incident
+	1,  // 34: phx.v1.ListIncidentsRequest.statuses:type_name -> phx.v1.Status
+	30, // 35: phx.v1.ListIncidentsRequest.min_severity:type_name -> phx.v1.Severity
+	10, // 36: phx.v1.ListIncidentsResponse.incidents:type_name -> phx.v1.Incident
+	29, // 37: phx.v1.Receipt.delivered_at:type_name -> google.protobuf.Timestamp
+	29, // 38: phx.v1.Receipt.acknowledged_at:type_name -> google.protobuf.Timestamp
+	27, // 39: phx.v1.ListReceiptsResponse.receipts:type_name -> phx.v1.Receipt
+	12, // 40: phx.v1.IncidentService.ReportIncident:input_type -> phx.v1.ReportIncidentRequest
+	14, // 41: phx.v1.IncidentService.UpdateIncident:input_type -> phx.v1.UpdateIncidentRequest
+	16, // 42: phx.v1.IncidentService.AddPost:input_type -> phx.v1.AddPostRequest
+	18, // 43: phx.v1.IncidentService.Respond:input_type -> phx.v1.RespondRequest
+	20, // 44: phx.v1.IncidentService.Acknowledge:input_type -> phx.v1.AcknowledgeRequest
+	22, // 45: phx.v1.IncidentService.GetIncident:input_type -> phx.v1.GetIncidentRequest
+	24, // 46: phx.v1.IncidentService.ListIncidents:input_type -> phx.v1.ListIncidentsRequest
+	26, // 47: phx.v1.IncidentService.ListReceipts:input_type -> phx.v1.ListReceiptsRequest
+	13, // 48: phx.v1.IncidentService.ReportIncident:output_type -> phx.v1.ReportIncidentResponse
+	15, // 49: phx.v1.IncidentService.UpdateIncident:output_type -> phx.v1.UpdateIncidentResponse
+	17, // 50: phx.v1.IncidentService.AddPost:output_type -> phx.v1.AddPostResponse
+	19, // 51: phx.v1.IncidentService.Respond:output_type -> phx.v1.RespondResponse
+	21, // 52: phx.v1.IncidentService.Acknowledge:output_type -> phx.v1.AcknowledgeResponse
+	23, // 53: phx.v1.IncidentService.GetIncident:output_type -> phx.v1.GetIncidentResponse
+	25, // 54: phx.v1.IncidentService.ListIncidents:output_type -> phx.v1.ListIncidentsResponse
+	28, // 55: phx.v1.IncidentService.ListReceipts:output_type -> phx.v1.ListReceiptsResponse
+	48, // [48:56] is the sub-list for method output_type
+	40, // [40:48] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_phx_v1_incident_proto_init() }
@@ -2102,7 +2226,7 @@ func file_phx_v1_incident_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_phx_v1_incident_proto_rawDesc), len(file_phx_v1_incident_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
