@@ -436,32 +436,6 @@ func TestAuthorization(t *testing.T) {
 	}
 }
 
-// TestIncidentServiceUnimplemented pins the incident RPCs that are not built
-// yet: members reach them and get Unimplemented.
-func TestIncidentServiceUnimplemented(t *testing.T) {
-	t.Parallel()
-	h := servertest.Start(t)
-	ctx := testCtx(t)
-	for _, org := range []string{"contoso", "microsoft"} {
-		c := as(t, h, org)
-		inc, err := c.incident.ReportIncident(ctx, &phxv1.ReportIncidentRequest{Incident: incident("pending rpcs", map[string]string{"contoso": "contoso-av", "microsoft": "windows"}[org], phxv1.Severity_SEVERITY_LOW, green())})
-		if err != nil {
-			t.Fatal(err)
-		}
-		id := inc.Incident.Id
-		t.Run(org, func(t *testing.T) {
-			_, err := c.incident.AddPost(ctx, &phxv1.AddPostRequest{Id: id, Text: "update"})
-			wantStatus(t, err, codes.Unimplemented, "")
-			_, err = c.incident.Respond(ctx, &phxv1.RespondRequest{Id: id, Kind: phxv1.ResponseKind_RESPONSE_KIND_NOT_AFFECTED})
-			wantStatus(t, err, codes.Unimplemented, "")
-			_, err = c.incident.Acknowledge(ctx, &phxv1.AcknowledgeRequest{Id: id})
-			wantStatus(t, err, codes.Unimplemented, "")
-			_, err = c.incident.ListReceipts(ctx, &phxv1.ListReceiptsRequest{Id: id})
-			wantStatus(t, err, codes.Unimplemented, "")
-		})
-	}
-}
-
 // TestRegistryReload: the member registry file is reloaded while the hub
 // runs; membership decides between PermissionDenied and access.
 func TestRegistryReload(t *testing.T) {

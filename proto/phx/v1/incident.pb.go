@@ -1102,7 +1102,8 @@ type UpdateIncidentRequest struct {
 	// The new values, for the fields named in update_mask.
 	Incident *Incident `protobuf:"bytes,3,opt,name=incident,proto3" json:"incident,omitempty"`
 	// Fields to change: title, classification, severity, status, affected,
-	// impact, remediations, rollout_action, respond_by, audience.
+	// impact, remediations, rollout_action, respond_by, asked_orgs,
+	// ask_all_vendors, audience.
 	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,4,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	// Client idempotency key: a retry with the same request_id is applied once
 	// and answered with the stored result.
@@ -1299,7 +1300,9 @@ func (x *AddPostRequest) GetStatus() Status {
 type AddPostResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The incident as stored.
-	Incident      *Incident `protobuf:"bytes,1,opt,name=incident,proto3" json:"incident,omitempty"`
+	Incident *Incident `protobuf:"bytes,1,opt,name=incident,proto3" json:"incident,omitempty"`
+	// Identifiers removed from the text before it was stored.
+	Redactions    []*Redaction `protobuf:"bytes,2,rep,name=redactions,proto3" json:"redactions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1337,6 +1340,13 @@ func (*AddPostResponse) Descriptor() ([]byte, []int) {
 func (x *AddPostResponse) GetIncident() *Incident {
 	if x != nil {
 		return x.Incident
+	}
+	return nil
+}
+
+func (x *AddPostResponse) GetRedactions() []*Redaction {
+	if x != nil {
+		return x.Redactions
 	}
 	return nil
 }
@@ -1409,7 +1419,9 @@ func (x *RespondRequest) GetStatement() string {
 type RespondResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The incident as stored.
-	Incident      *Incident `protobuf:"bytes,1,opt,name=incident,proto3" json:"incident,omitempty"`
+	Incident *Incident `protobuf:"bytes,1,opt,name=incident,proto3" json:"incident,omitempty"`
+	// Identifiers removed from the text before it was stored.
+	Redactions    []*Redaction `protobuf:"bytes,2,rep,name=redactions,proto3" json:"redactions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1447,6 +1459,13 @@ func (*RespondResponse) Descriptor() ([]byte, []int) {
 func (x *RespondResponse) GetIncident() *Incident {
 	if x != nil {
 		return x.Incident
+	}
+	return nil
+}
+
+func (x *RespondResponse) GetRedactions() []*Redaction {
+	if x != nil {
+		return x.Redactions
 	}
 	return nil
 }
@@ -2026,15 +2045,21 @@ const file_phx_v1_incident_proto_rawDesc = "" +
 	"\x0eAddPostRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12&\n" +
-	"\x06status\x18\x03 \x01(\x0e2\x0e.phx.v1.StatusR\x06status\"?\n" +
+	"\x06status\x18\x03 \x01(\x0e2\x0e.phx.v1.StatusR\x06status\"r\n" +
 	"\x0fAddPostResponse\x12,\n" +
-	"\bincident\x18\x01 \x01(\v2\x10.phx.v1.IncidentR\bincident\"h\n" +
+	"\bincident\x18\x01 \x01(\v2\x10.phx.v1.IncidentR\bincident\x121\n" +
+	"\n" +
+	"redactions\x18\x02 \x03(\v2\x11.phx.v1.RedactionR\n" +
+	"redactions\"h\n" +
 	"\x0eRespondRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x14.phx.v1.ResponseKindR\x04kind\x12\x1c\n" +
-	"\tstatement\x18\x03 \x01(\tR\tstatement\"?\n" +
+	"\tstatement\x18\x03 \x01(\tR\tstatement\"r\n" +
 	"\x0fRespondResponse\x12,\n" +
-	"\bincident\x18\x01 \x01(\v2\x10.phx.v1.IncidentR\bincident\"$\n" +
+	"\bincident\x18\x01 \x01(\v2\x10.phx.v1.IncidentR\bincident\x121\n" +
+	"\n" +
+	"redactions\x18\x02 \x03(\v2\x11.phx.v1.RedactionR\n" +
+	"redactions\"$\n" +
 	"\x12AcknowledgeRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"Z\n" +
 	"\x13AcknowledgeResponse\x12C\n" +
@@ -2181,37 +2206,39 @@ var file_phx_v1_incident_proto_depIdxs = []int32{
 	32, // 27: phx.v1.UpdateIncidentResponse.redactions:type_name -> phx.v1.Redaction
 	1,  // 28: phx.v1.AddPostRequest.status:type_name -> phx.v1.Status
 	10, // 29: phx.v1.AddPostResponse.incident:type_name -> phx.v1.Incident
-	4,  // 30: phx.v1.RespondRequest.kind:type_name -> phx.v1.ResponseKind
-	10, // 31: phx.v1.RespondResponse.incident:type_name -> phx.v1.Incident
-	29, // 32: phx.v1.AcknowledgeResponse.acknowledged_at:type_name -> google.protobuf.Timestamp
-	10, // 33: phx.v1.GetIncidentResponse.incident:type_name -> phx.v1.Incident
-	1,  // 34: phx.v1.ListIncidentsRequest.statuses:type_name -> phx.v1.Status
-	30, // 35: phx.v1.ListIncidentsRequest.min_severity:type_name -> phx.v1.Severity
-	10, // 36: phx.v1.ListIncidentsResponse.incidents:type_name -> phx.v1.Incident
-	29, // 37: phx.v1.Receipt.delivered_at:type_name -> google.protobuf.Timestamp
-	29, // 38: phx.v1.Receipt.acknowledged_at:type_name -> google.protobuf.Timestamp
-	27, // 39: phx.v1.ListReceiptsResponse.receipts:type_name -> phx.v1.Receipt
-	12, // 40: phx.v1.IncidentService.ReportIncident:input_type -> phx.v1.ReportIncidentRequest
-	14, // 41: phx.v1.IncidentService.UpdateIncident:input_type -> phx.v1.UpdateIncidentRequest
-	16, // 42: phx.v1.IncidentService.AddPost:input_type -> phx.v1.AddPostRequest
-	18, // 43: phx.v1.IncidentService.Respond:input_type -> phx.v1.RespondRequest
-	20, // 44: phx.v1.IncidentService.Acknowledge:input_type -> phx.v1.AcknowledgeRequest
-	22, // 45: phx.v1.IncidentService.GetIncident:input_type -> phx.v1.GetIncidentRequest
-	24, // 46: phx.v1.IncidentService.ListIncidents:input_type -> phx.v1.ListIncidentsRequest
-	26, // 47: phx.v1.IncidentService.ListReceipts:input_type -> phx.v1.ListReceiptsRequest
-	13, // 48: phx.v1.IncidentService.ReportIncident:output_type -> phx.v1.ReportIncidentResponse
-	15, // 49: phx.v1.IncidentService.UpdateIncident:output_type -> phx.v1.UpdateIncidentResponse
-	17, // 50: phx.v1.IncidentService.AddPost:output_type -> phx.v1.AddPostResponse
-	19, // 51: phx.v1.IncidentService.Respond:output_type -> phx.v1.RespondResponse
-	21, // 52: phx.v1.IncidentService.Acknowledge:output_type -> phx.v1.AcknowledgeResponse
-	23, // 53: phx.v1.IncidentService.GetIncident:output_type -> phx.v1.GetIncidentResponse
-	25, // 54: phx.v1.IncidentService.ListIncidents:output_type -> phx.v1.ListIncidentsResponse
-	28, // 55: phx.v1.IncidentService.ListReceipts:output_type -> phx.v1.ListReceiptsResponse
-	48, // [48:56] is the sub-list for method output_type
-	40, // [40:48] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	32, // 30: phx.v1.AddPostResponse.redactions:type_name -> phx.v1.Redaction
+	4,  // 31: phx.v1.RespondRequest.kind:type_name -> phx.v1.ResponseKind
+	10, // 32: phx.v1.RespondResponse.incident:type_name -> phx.v1.Incident
+	32, // 33: phx.v1.RespondResponse.redactions:type_name -> phx.v1.Redaction
+	29, // 34: phx.v1.AcknowledgeResponse.acknowledged_at:type_name -> google.protobuf.Timestamp
+	10, // 35: phx.v1.GetIncidentResponse.incident:type_name -> phx.v1.Incident
+	1,  // 36: phx.v1.ListIncidentsRequest.statuses:type_name -> phx.v1.Status
+	30, // 37: phx.v1.ListIncidentsRequest.min_severity:type_name -> phx.v1.Severity
+	10, // 38: phx.v1.ListIncidentsResponse.incidents:type_name -> phx.v1.Incident
+	29, // 39: phx.v1.Receipt.delivered_at:type_name -> google.protobuf.Timestamp
+	29, // 40: phx.v1.Receipt.acknowledged_at:type_name -> google.protobuf.Timestamp
+	27, // 41: phx.v1.ListReceiptsResponse.receipts:type_name -> phx.v1.Receipt
+	12, // 42: phx.v1.IncidentService.ReportIncident:input_type -> phx.v1.ReportIncidentRequest
+	14, // 43: phx.v1.IncidentService.UpdateIncident:input_type -> phx.v1.UpdateIncidentRequest
+	16, // 44: phx.v1.IncidentService.AddPost:input_type -> phx.v1.AddPostRequest
+	18, // 45: phx.v1.IncidentService.Respond:input_type -> phx.v1.RespondRequest
+	20, // 46: phx.v1.IncidentService.Acknowledge:input_type -> phx.v1.AcknowledgeRequest
+	22, // 47: phx.v1.IncidentService.GetIncident:input_type -> phx.v1.GetIncidentRequest
+	24, // 48: phx.v1.IncidentService.ListIncidents:input_type -> phx.v1.ListIncidentsRequest
+	26, // 49: phx.v1.IncidentService.ListReceipts:input_type -> phx.v1.ListReceiptsRequest
+	13, // 50: phx.v1.IncidentService.ReportIncident:output_type -> phx.v1.ReportIncidentResponse
+	15, // 51: phx.v1.IncidentService.UpdateIncident:output_type -> phx.v1.UpdateIncidentResponse
+	17, // 52: phx.v1.IncidentService.AddPost:output_type -> phx.v1.AddPostResponse
+	19, // 53: phx.v1.IncidentService.Respond:output_type -> phx.v1.RespondResponse
+	21, // 54: phx.v1.IncidentService.Acknowledge:output_type -> phx.v1.AcknowledgeResponse
+	23, // 55: phx.v1.IncidentService.GetIncident:output_type -> phx.v1.GetIncidentResponse
+	25, // 56: phx.v1.IncidentService.ListIncidents:output_type -> phx.v1.ListIncidentsResponse
+	28, // 57: phx.v1.IncidentService.ListReceipts:output_type -> phx.v1.ListReceiptsResponse
+	50, // [50:58] is the sub-list for method output_type
+	42, // [42:50] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_phx_v1_incident_proto_init() }

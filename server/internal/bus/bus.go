@@ -278,6 +278,19 @@ func (b *Bus) Get(ctx context.Context, stream string, seq uint64) (*StoredMsg, e
 	return &StoredMsg{Subject: m.Subject, Seq: m.Sequence, Time: m.Time, Header: m.Header, Data: m.Data}, nil
 }
 
+// NextForSubject returns the first message at or after seq on subject
+// (wildcards allowed), or ErrNotFound.
+func (b *Bus) NextForSubject(ctx context.Context, stream, subject string, seq uint64) (*StoredMsg, error) {
+	m, err := b.streams[stream].GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil, ErrNotFound
+		}
+		return nil, err
+	}
+	return &StoredMsg{Subject: m.Subject, Seq: m.Sequence, Time: m.Time, Header: m.Header, Data: m.Data}, nil
+}
+
 // LastPerSubject calls fn with the last message of every subject matching
 // filter, in stream order. It reads a consistent snapshot taken at the start.
 func (b *Bus) LastPerSubject(ctx context.Context, stream, filter string, fn func(*StoredMsg) error) error {
@@ -342,6 +355,11 @@ func (b *Bus) Secret(ctx context.Context, name string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secrets bucket: %w", err)
 	}
+	// A bucket just created on a cluster may not have a leader yet.
+	return whileStarting(ctx, func() ([]byte, error) { return secret(ctx, kv, name) })
+}
+
+func secret(ctx context.Context, kv jetstream.KeyValue, name string) ([]byte, error) {
 	if e, err := kv.Get(ctx, name); err == nil {
 		return e.Value(), nil
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {

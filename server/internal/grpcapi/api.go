@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -65,6 +66,9 @@ type Config struct {
 type API struct {
 	cfg Config
 	log *slog.Logger
+	// receipts caches the receipts this hub has recorded (subject → first
+	// time), so a delivery costs a write only the first time.
+	receipts sync.Map
 }
 
 // New returns the services.
@@ -228,6 +232,9 @@ func (a *API) present(env *phxv1.Envelope, r policy.Recipient) *phxv1.Envelope {
 		// The message id ("<publisher>/<signal_id>") names the cell for good.
 		env.Noise = a.cfg.Noise.Apply(env.MessageId, hs)
 	}
+	if in := env.GetIncident(); in != nil {
+		a.completeResponses(in, env.Publisher)
+	}
 	if !env.GetAudience().GetPseudonymous() || policy.SeesRealPublisher(r, env.Publisher) {
 		return env
 	}
@@ -246,6 +253,11 @@ func (a *API) present(env *phxv1.Envelope, r policy.Recipient) *phxv1.Envelope {
 		for _, post := range it.Incident.Posts {
 			if post.Author == real {
 				post.Author = p
+			}
+		}
+		for _, h := range it.Incident.History {
+			if h.Author == real {
+				h.Author = p
 			}
 		}
 	}

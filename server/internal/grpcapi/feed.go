@@ -216,6 +216,9 @@ func (s *feedSvc) Subscribe(req *phxv1.SubscribeRequest, stream grpc.ServerStrea
 			if err := stream.Send(env); err != nil {
 				return err
 			}
+			if in := env.GetIncident(); in != nil {
+				s.a.delivered(ctx, in.Id, id.Org)
+			}
 			m.delivered.WithLabelValues(env.Kind.String()).Inc()
 			sent.add(env)
 			timer.Reset(hb)

@@ -90,9 +90,16 @@ func (s *incidentSvc) ReportIncident(ctx context.Context, req *phxv1.ReportIncid
 	if err := checkAffectedOwnership(id, in, reg); err != nil {
 		return nil, err
 	}
+	if len(in.History) > 0 {
+		return nil, invalid("incident.history", "is kept by the hub")
+	}
+	if err := validateAsk(in, id.Org, reg); err != nil {
+		return nil, err
+	}
 	redactions := scrubIncident(in)
 	now := s.a.now()
 	in.Id, in.Revision, in.Reporter, in.CreatedAt, in.UpdatedAt = newIncidentID(), 1, id.Org, now, now
+	addHistory(in, id.Org, "reported")
 	if in.Status == phxv1.Status_STATUS_RESOLVED {
 		in.ResolvedAt = now
 	}
@@ -107,10 +114,10 @@ func (s *incidentSvc) ReportIncident(ctx context.Context, req *phxv1.ReportIncid
 	if env.Publisher != id.Org {
 		return nil, fmt.Errorf("%w: request_id %q was used by another org", errExists, req.RequestId)
 	}
-	return &phxv1.ReportIncidentResponse{Incident: env.GetIncident(), Redactions: redactions}, nil
+	return &phxv1.ReportIncidentResponse{Incident: s.a.present(env, recipient(id)).GetIncident(), Redactions: redactions}, nil
 }
 
-var incidentPaths = []string{"title", "classification", "severity", "status", "affected", "impact", "remediations", "rollout_action", "respond_by", "audience"}
+var incidentPaths = []string{"title", "classification", "severity", "status", "affected", "impact", "remediations", "rollout_action", "respond_by", "asked_orgs", "ask_all_vendors", "audience"}
 
 func (s *incidentSvc) UpdateIncident(ctx context.Context, req *phxv1.UpdateIncidentRequest) (resp *phxv1.UpdateIncidentResponse, err error) {
 	id := caller(ctx)
@@ -172,6 +179,10 @@ func (s *incidentSvc) UpdateIncident(ctx context.Context, req *phxv1.UpdateIncid
 			next.RolloutAction = in.RolloutAction
 		case "respond_by":
 			next.RespondBy = in.RespondBy
+		case "asked_orgs":
+			next.AskedOrgs = in.AskedOrgs
+		case "ask_all_vendors":
+			next.AskAllVendors = in.AskAllVendors
 		case "audience":
 			if in.Audience == nil {
 				return nil, invalid("incident.audience", "is required when named in update_mask")
@@ -193,9 +204,13 @@ func (s *incidentSvc) UpdateIncident(ctx context.Context, req *phxv1.UpdateIncid
 			return nil, err
 		}
 	}
+	if err := validateAsk(next, c.env.Publisher, reg); err != nil {
+		return nil, err
+	}
 	redactions := scrubIncident(next)
 	now := s.a.now()
 	next.Revision, next.UpdatedAt = cur.Revision+1, now
+	addHistory(next, id.Org, req.UpdateMask.Paths...)
 	switch {
 	case next.Status == phxv1.Status_STATUS_RESOLVED && cur.Status != phxv1.Status_STATUS_RESOLVED:
 		next.ResolvedAt = now
@@ -229,7 +244,14 @@ func (s *incidentSvc) GetIncident(ctx context.Context, req *phxv1.GetIncidentReq
 	if err != nil {
 		return nil, err
 	}
-	return &phxv1.GetIncidentResponse{Incident: s.a.present(c.env, recipient(id)).GetIncident()}, nil
+	env := c.env
+	if req.Revision != 0 {
+		if env, err = s.revision(ctx, c, req.Revision); err != nil {
+			return nil, err
+		}
+	}
+	s.a.delivered(ctx, req.Id, id.Org)
+	return &phxv1.GetIncidentResponse{Incident: s.a.present(env, recipient(id)).GetIncident()}, nil
 }
 
 func (s *incidentSvc) ListIncidents(ctx context.Context, req *phxv1.ListIncidentsRequest) (resp *phxv1.ListIncidentsResponse, err error) {
@@ -311,6 +333,7 @@ func (s *incidentSvc) ListIncidents(ctx context.Context, req *phxv1.ListIncident
 	}
 	for _, x := range rows {
 		resp.Incidents = append(resp.Incidents, x.inc)
+		s.a.delivered(ctx, x.inc.Id, id.Org)
 	}
 	return resp, nil
 }
