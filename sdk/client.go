@@ -288,6 +288,15 @@ func (c *Client) GetIncident(ctx context.Context, id string) (*phxv1.Incident, e
 	return resp.GetIncident(), err
 }
 
+// GetIncidentRevision returns revision rev of an incident as it was then
+// (the incident's current audience decides who may read it).
+func (c *Client) GetIncidentRevision(ctx context.Context, id string, rev uint64) (*phxv1.Incident, error) {
+	resp, err := invoke(ctx, c, "GetIncident", func(ctx context.Context) (*phxv1.GetIncidentResponse, error) {
+		return c.incident.GetIncident(ctx, &phxv1.GetIncidentRequest{Id: id, Revision: rev})
+	})
+	return resp.GetIncident(), err
+}
+
 // ListIncidents returns one page of incidents the caller may see, newest
 // first. Pass the response's NextPageToken as req.PageToken for the next page.
 func (c *Client) ListIncidents(ctx context.Context, req *phxv1.ListIncidentsRequest) (*phxv1.ListIncidentsResponse, error) {
@@ -304,6 +313,7 @@ func (c *Client) ListIncidents(ctx context.Context, req *phxv1.ListIncidentsRequ
 // no idempotency key, so AddPost is never retried.
 func (c *Client) AddPost(ctx context.Context, id, text string, status phxv1.Status) (*phxv1.Incident, error) {
 	resp, err := c.incident.AddPost(ctx, &phxv1.AddPostRequest{Id: id, Text: text, Status: status})
+	c.redacted("AddPost", resp.GetRedactions())
 	return resp.GetIncident(), toError(err)
 }
 
@@ -314,6 +324,7 @@ func (c *Client) Respond(ctx context.Context, id string, kind phxv1.ResponseKind
 	resp, err := invoke(ctx, c, "Respond", func(ctx context.Context) (*phxv1.RespondResponse, error) {
 		return c.incident.Respond(ctx, req)
 	})
+	c.redacted("Respond", resp.GetRedactions())
 	return resp.GetIncident(), err
 }
 

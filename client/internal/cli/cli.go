@@ -117,6 +117,7 @@ func commands() []*command {
 		}},
 		{name: "incident", summary: "report, update and read incidents", subs: []*command{
 			incidentReportCmd(), incidentUpdateCmd(), incidentShowCmd(), incidentListCmd(),
+			incidentPostCmd(), incidentRespondCmd(), incidentAckCmd(), incidentReceiptsCmd(),
 		}},
 		watchCmd(),
 		{name: "token", summary: "issue and revoke bearer tokens (operator)", subs: []*command{

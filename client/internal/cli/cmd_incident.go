@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
 	"github.com/phx-exchange/phx/sdk"
@@ -27,14 +28,30 @@ func incidentReportCmd() *command {
 			impact := fs.String("impact", "", "what happens to machines")
 			classification := fs.String("classification", "", "incident (default) or advisory")
 			tlp := fs.String("tlp", "", "who may receive it: clear, green, amber, amber+strict or red")
-			var orgs listFlag
+			var orgs, ask listFlag
 			fs.Var(&orgs, "orgs", "limit the audience to these `orgs` (comma-separated; required for red)")
+			fs.Var(&ask, "ask", "ask these `orgs` to respond (comma-separated)")
+			askVendors := fs.Bool("ask-all-vendors", false, "ask every vendor in the audience to respond")
+			respondBy := fs.String("respond-by", "", "deadline for responses: a UTC `time` (RFC 3339) or a duration from now (30m)")
+			pause := fs.String("pause-rollout", "", "ask that `rollout` be paused")
+			rollback := fs.String("rollback-rollout", "", "ask that `rollout` be rolled back")
 			return func(ctx context.Context, e *env, args []string) error {
 				if err := noArgs(e, args); err != nil {
 					return err
 				}
 				set := setFlags(fs)
 				inc := &phxv1.Incident{}
+				if err := applyAsk(e, set, inc, ask, *askVendors, *respondBy); err != nil {
+					return err
+				}
+				switch {
+				case *pause != "" && *rollback != "":
+					return e.usagef("--pause-rollout and --rollback-rollout exclude each other")
+				case *pause != "":
+					inc.RolloutAction = &phxv1.RolloutAction{RolloutId: *pause, Action: phxv1.RolloutActionKind_ROLLOUT_ACTION_KIND_PAUSE}
+				case *rollback != "":
+					inc.RolloutAction = &phxv1.RolloutAction{RolloutId: *rollback, Action: phxv1.RolloutActionKind_ROLLOUT_ACTION_KIND_ROLLBACK}
+				}
 				if *file != "" {
 					if err := readMessage(*file, inc); err != nil {
 						return err
@@ -117,6 +134,25 @@ func setIncidentEnums(e *env, set map[string]bool, inc *phxv1.Incident, severity
 	return nil
 }
 
+// applyAsk sets whom an incident asks to respond, and by when.
+func applyAsk(e *env, set map[string]bool, inc *phxv1.Incident, ask []string, all bool, by string) error {
+	if set["ask"] {
+		inc.AskedOrgs = ask
+	}
+	inc.AskAllVendors = all
+	if set["respond-by"] {
+		t, err := parseDeadline(by, time.Now())
+		if err != nil {
+			return e.usagef("--respond-by: %v", err)
+		}
+		inc.RespondBy = t
+	}
+	if (set["ask"] || all) && !set["respond-by"] {
+		return e.usagef("--ask and --ask-all-vendors need --respond-by")
+	}
+	return nil
+}
+
 func incidentUpdateCmd() *command {
 	return &command{
 		name:    "update",
@@ -130,8 +166,11 @@ func incidentUpdateCmd() *command {
 			impact := fs.String("impact", "", "new impact text")
 			classification := fs.String("classification", "", "incident or advisory")
 			tlp := fs.String("tlp", "", "new audience label (it may narrow, never widen)")
-			var orgs listFlag
+			var orgs, ask listFlag
 			fs.Var(&orgs, "orgs", "new audience `orgs` (comma-separated)")
+			fs.Var(&ask, "ask", "ask these `orgs` to respond (comma-separated; replaces the list)")
+			askVendors := fs.Bool("ask-all-vendors", false, "ask every vendor in the audience to respond")
+			respondBy := fs.String("respond-by", "", "deadline for responses: a UTC `time` (RFC 3339) or a duration from now (30m)")
 			return func(ctx context.Context, e *env, args []string) error {
 				id, err := oneArg(e, args, "incident ID")
 				if err != nil {
@@ -142,13 +181,17 @@ func incidentUpdateCmd() *command {
 					return e.usagef("--revision is required")
 				}
 				inc := &phxv1.Incident{}
+				if err := applyAsk(e, set, inc, ask, *askVendors, *respondBy); err != nil {
+					return err
+				}
 				if err := setIncidentEnums(e, set, inc, *severity, *status, *classification); err != nil {
 					return err
 				}
 				var paths []string
 				for _, f := range []struct{ flag, path string }{
 					{"title", "title"}, {"classification", "classification"}, {"severity", "severity"},
-					{"status", "status"}, {"impact", "impact"},
+					{"status", "status"}, {"impact", "impact"}, {"ask", "asked_orgs"}, {"ask-all-vendors", "ask_all_vendors"},
+					{"respond-by", "respond_by"},
 				} {
 					if set[f.flag] {
 						paths = append(paths, f.path)
@@ -165,7 +208,7 @@ func incidentUpdateCmd() *command {
 					paths = append(paths, "audience")
 				}
 				if len(paths) == 0 {
-					return e.usagef("nothing to change: give --status, --severity, --title, --impact, --classification or --tlp")
+					return e.usagef("nothing to change: give --status, --severity, --title, --impact, --classification, --tlp, --ask, --ask-all-vendors or --respond-by")
 				}
 				return e.call(ctx, func(ctx context.Context, c *sdk.Client) error {
 					stored, err := c.UpdateIncident(ctx, id, *rev, inc, paths...)
@@ -182,16 +225,17 @@ func incidentUpdateCmd() *command {
 func incidentShowCmd() *command {
 	return &command{
 		name:    "show",
-		args:    "ID",
-		summary: "show an incident with its timeline and responses",
-		setup: func(*flag.FlagSet) runFunc {
+		args:    "ID [--revision N]",
+		summary: "show an incident with its timeline, responses and revisions",
+		setup: func(fs *flag.FlagSet) runFunc {
+			rev := fs.Uint64("revision", 0, "show revision `N` as it was")
 			return func(ctx context.Context, e *env, args []string) error {
 				id, err := oneArg(e, args, "incident ID")
 				if err != nil {
 					return err
 				}
 				return e.call(ctx, func(ctx context.Context, c *sdk.Client) error {
-					inc, err := c.GetIncident(ctx, id)
+					inc, err := c.GetIncidentRevision(ctx, id, *rev)
 					if err != nil {
 						return err
 					}
@@ -353,7 +397,19 @@ func renderIncident(e *env, w io.Writer, inc *phxv1.Incident) {
 		fmt.Fprintln(w, "\nResponses:")
 		tw := newTable(w)
 		for _, r := range rs {
-			row(tw, "  "+r.GetOrg(), enumLabel(r.GetKind(), "RESPONSE_KIND_"), timeText(r.GetRespondedAt()), r.GetStatement())
+			at := "-"
+			if r.GetRespondedAt() != nil {
+				at = timeText(r.GetRespondedAt())
+			}
+			row(tw, "  "+r.GetOrg(), responseLabel(r.GetKind()), at, r.GetStatement())
+		}
+		tw.Flush()
+	}
+	if hs := inc.GetHistory(); len(hs) > 0 {
+		fmt.Fprintln(w, "\nRevisions:")
+		tw := newTable(w)
+		for _, h := range hs {
+			row(tw, fmt.Sprintf("  %d", h.GetRevision()), timeText(h.GetAt()), h.GetAuthor(), strings.Join(h.GetChanged(), ", "))
 		}
 		tw.Flush()
 	}

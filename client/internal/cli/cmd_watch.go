@@ -180,8 +180,12 @@ func envelopeSummary(env *phxv1.Envelope) (string, string) {
 	switch it := env.GetItem().(type) {
 	case *phxv1.Envelope_Incident:
 		i := it.Incident
-		return fmt.Sprintf("%s %s %s rev %d %q", i.GetId(), enumLabel(i.GetSeverity(), "SEVERITY_"),
-			enumLabel(i.GetStatus(), "STATUS_"), i.GetRevision(), i.GetTitle()), severityColor(i.GetSeverity())
+		s := fmt.Sprintf("%s %s %s rev %d", i.GetId(), enumLabel(i.GetSeverity(), "SEVERITY_"),
+			enumLabel(i.GetStatus(), "STATUS_"), i.GetRevision())
+		if c := incidentChange(i); c != "" {
+			return s + " " + c, severityColor(i.GetSeverity())
+		}
+		return s + fmt.Sprintf(" %q", i.GetTitle()), severityColor(i.GetSeverity())
 	case *phxv1.Envelope_Rollout:
 		r := it.Rollout
 		s := fmt.Sprintf("%s %s %s %s %s rev %d", r.GetRolloutId(), enumLabel(r.GetState(), "ROLLOUT_"),
@@ -240,4 +244,37 @@ func signalSummary(s *phxv1.HealthSignal) string {
 		}
 	}
 	return b.String()
+}
+
+// incidentChange says in a few words what the latest revision of an
+// incident changed and who changed it: a post, an answer, a status.
+func incidentChange(i *phxv1.Incident) string {
+	hs := i.GetHistory()
+	if len(hs) == 0 {
+		return ""
+	}
+	h := hs[len(hs)-1]
+	who := orDash(h.GetAuthor())
+	var parts []string
+	for _, c := range h.GetChanged() {
+		switch c {
+		case "reported":
+			parts = append(parts, fmt.Sprintf("reported by %s: %q", who, i.GetTitle()))
+		case "post":
+			if ps := i.GetPosts(); len(ps) > 0 {
+				parts = append(parts, fmt.Sprintf("post #%d by %s: %q", ps[len(ps)-1].GetSeq(), who, ps[len(ps)-1].GetText()))
+			}
+		case "response":
+			for _, r := range i.GetResponses() {
+				if r.GetOrg() == who {
+					parts = append(parts, fmt.Sprintf("response by %s: %s", who, responseLabel(r.GetKind())))
+				}
+			}
+		case "status":
+			parts = append(parts, fmt.Sprintf("status → %s by %s", enumLabel(i.GetStatus(), "STATUS_"), who))
+		default:
+			parts = append(parts, fmt.Sprintf("%s changed by %s", c, who))
+		}
+	}
+	return strings.Join(parts, "; ")
 }
