@@ -1,0 +1,151 @@
+package e2e
+
+import (
+	"encoding/json"
+	"maps"
+	"strings"
+	"testing"
+)
+
+// scenario reads an incident's responses and receipts through the CLI.
+type scenario struct {
+	t       *testing.T
+	dataDir string
+	addr    string
+	id      string
+}
+
+func (s *scenario) responses() map[string]string {
+	s.t.Helper()
+	out := mustPhx(s.t, s.dataDir, s.addr, "", "--as", "contoso", "--json", "incident", "show", s.id)
+	var inc struct {
+		Responses []struct {
+			Org  string `json:"org"`
+			Kind string `json:"kind"`
+		} `json:"responses"`
+	}
+	if err := json.Unmarshal([]byte(out), &inc); err != nil {
+		s.t.Fatalf("incident show: %v\n%s", err, out)
+	}
+	got := map[string]string{}
+	for _, r := range inc.Responses {
+		k := strings.TrimPrefix(r.Kind, "RESPONSE_KIND_")
+		if k == "" {
+			k = "PENDING"
+		}
+		got[r.Org] = k
+	}
+	return got
+}
+
+func (s *scenario) receipts(as string) map[string]string {
+	s.t.Helper()
+	out := mustPhx(s.t, s.dataDir, s.addr, "", "--as", as, "--json", "incident", "receipts", s.id)
+	var res struct {
+		Receipts []struct {
+			Org            string `json:"org"`
+			DeliveredAt    string `json:"deliveredAt"`
+			AcknowledgedAt string `json:"acknowledgedAt"`
+		} `json:"receipts"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		s.t.Fatalf("incident receipts: %v\n%s", err, out)
+	}
+	got := map[string]string{}
+	for _, r := range res.Receipts {
+		switch {
+		case r.AcknowledgedAt != "" && r.DeliveredAt != "":
+			got[r.Org] = "acked"
+		case r.AcknowledgedAt != "":
+			got[r.Org] = "acked, never delivered"
+		case r.DeliveredAt != "":
+			got[r.Org] = "delivered"
+		default:
+			got[r.Org] = "-"
+		}
+	}
+	return got
+}
+
+func (s *scenario) want(step string, responses, receipts map[string]string) {
+	s.t.Helper()
+	if got := s.responses(); !maps.Equal(got, responses) {
+		s.t.Fatalf("%s: responses %v, want %v", step, got, responses)
+	}
+	for _, as := range []string{"contoso", "microsoft"} { // the reporter and the platform
+		if got := s.receipts(as); !maps.Equal(got, receipts) {
+			s.t.Fatalf("%s: receipts as %s %v, want %v", step, as, got, receipts)
+		}
+	}
+}
+
+// TestCoordinatedIncident is the scenario of a bad content update, with
+// phxd and phx as processes: contoso pauses its rollout and reports a
+// critical incident asking every vendor to respond within 30 minutes;
+// fabrikam answers not_affected, northwind investigating and then
+// affected; the platform acknowledges. Responses and receipts are checked
+// at each step, and again after phxd restarts.
+func TestCoordinatedIncident(t *testing.T) {
+	dataDir := t.TempDir()
+	addr := freePort(t)
+	h := startHub(t, dataDir, addr)
+	run := func(as string, args ...string) string {
+		t.Helper()
+		return mustPhx(t, dataDir, addr, "", append([]string{"--as", as}, args...)...)
+	}
+
+	run("contoso", "rollout", "announce", "--id", "r-291", "--product", "contoso-av", "--channel", "channel-291",
+		"--version", "291.2", "--previous", "291.1", "--ring", "canary", "--percent", "1", "--tlp", "amber")
+	run("contoso", "rollout", "update", "r-291", "--revision", "1", "--state", "paused", "--reason", "boot loops in canary")
+	out := run("contoso", "--json", "incident", "report", "--title", "Boot loops after channel 291", "--product", "contoso-av",
+		"--content-version", "291.2", "--severity", "critical", "--tlp", "amber", "--pause-rollout", "r-291",
+		"--ask-all-vendors", "--respond-by", "30m")
+	var rep struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || !strings.HasPrefix(rep.ID, "INC-") {
+		t.Fatalf("report: %v\n%s", err, out)
+	}
+	s := &scenario{t: t, dataDir: dataDir, addr: addr, id: rep.ID}
+	none := map[string]string{"fabrikam": "-", "northwind": "-", "microsoft": "-"}
+	s.want("reported", map[string]string{"fabrikam": "PENDING", "northwind": "PENDING"}, none)
+
+	// fabrikam reads it and answers.
+	run("fabrikam", "incident", "show", rep.ID)
+	run("fabrikam", "incident", "respond", rep.ID, "--kind", "not-affected", "--statement", "we load no channel files")
+	s.want("fabrikam answered", map[string]string{"fabrikam": "NOT_AFFECTED", "northwind": "PENDING"},
+		map[string]string{"fabrikam": "delivered", "northwind": "-", "microsoft": "-"})
+
+	// northwind investigates, then finds it is affected.
+	run("northwind", "incident", "respond", rep.ID, "--kind", "investigating")
+	s.want("northwind investigating", map[string]string{"fabrikam": "NOT_AFFECTED", "northwind": "INVESTIGATING"},
+		map[string]string{"fabrikam": "delivered", "northwind": "delivered", "microsoft": "-"})
+	run("northwind", "incident", "respond", rep.ID, "--kind", "affected", "--statement", "our sensor shares the parser")
+
+	// The platform acknowledges.
+	run("microsoft", "incident", "ack", rep.ID)
+	final := map[string]string{"fabrikam": "NOT_AFFECTED", "northwind": "AFFECTED"}
+	finalReceipts := map[string]string{"fabrikam": "delivered", "northwind": "delivered", "microsoft": "acked"}
+	s.want("the platform acknowledged", final, finalReceipts)
+
+	// A CERT is not in an AMBER audience it is not named in: it finds
+	// nothing, and the receipts never named it.
+	if _, _, err := phx(t, dataDir, addr, "", "--as", "national-cert", "incident", "show", rep.ID); err == nil {
+		t.Fatal("the CERT read an AMBER incident it is not named in")
+	}
+
+	// Everything is kept across a restart.
+	h.stop(t)
+	startHub(t, dataDir, addr)
+	s.want("after a restart", final, finalReceipts)
+	out = run("contoso", "incident", "show", rep.ID)
+	for _, w := range []string{"rollout action:", "pause r-291", "not-affected", "affected", "Revisions:"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("incident show lacks %q:\n%s", w, out)
+		}
+	}
+	out = run("fabrikam", "--json", "rollout", "show", "r-291")
+	if !strings.Contains(out, "ROLLOUT_PAUSED") {
+		t.Errorf("rollout after the restart:\n%s", out)
+	}
+}
