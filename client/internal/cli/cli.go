@@ -116,7 +116,7 @@ func commands() []*command {
 			rolloutAnnounceCmd(), rolloutUpdateCmd(), rolloutShowCmd(), rolloutListCmd(),
 		}},
 		{name: "incident", summary: "report, update and read incidents", subs: []*command{
-			incidentReportCmd(), incidentUpdateCmd(), incidentShowCmd(), incidentListCmd(),
+			incidentReportCmd(), incidentUpdateCmd(), incidentShowCmd(), incidentListCmd(), incidentExportCmd(),
 		}},
 		watchCmd(),
 		{name: "token", summary: "issue and revoke bearer tokens (operator)", subs: []*command{

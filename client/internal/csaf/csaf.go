@@ -87,8 +87,8 @@ func Convert(inc *phxv1.Incident, opts Options) (*Document, error) {
 	if namespace == "" {
 		namespace = DefaultNamespaceBase + url.PathEscape(inc.GetReporter())
 	}
-	if !isHTTPURL(namespace) {
-		return nil, fmt.Errorf("csaf: namespace %q is not an absolute http or https URL", namespace)
+	if err := CheckNamespace(namespace); err != nil {
+		return nil, err
 	}
 	title := strings.TrimSpace(inc.GetTitle())
 	if title == "" {
@@ -172,6 +172,15 @@ func tsDate(ts *timestamppb.Timestamp) string { return date(ts.AsTime()) }
 
 // uriChars are the characters RFC 3986 allows in a URI.
 var uriChars = regexp.MustCompile(`^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$`)
+
+// CheckNamespace returns an error unless s can be a publisher namespace:
+// an absolute http or https URL.
+func CheckNamespace(s string) error {
+	if !isHTTPURL(s) {
+		return fmt.Errorf("csaf: namespace %q is not an absolute http or https URL", s)
+	}
+	return nil
+}
 
 // isHTTPURL reports whether s is an absolute http or https URI that any
 // validator accepts.
