@@ -117,7 +117,7 @@ func commands() []*command {
 		}},
 		{name: "incident", summary: "report, update and read incidents", subs: []*command{
 			incidentReportCmd(), incidentUpdateCmd(), incidentShowCmd(), incidentListCmd(),
-			incidentPostCmd(), incidentRespondCmd(), incidentAckCmd(), incidentReceiptsCmd(),
+			incidentPostCmd(), incidentRespondCmd(), incidentAckCmd(), incidentReceiptsCmd(), incidentExportCmd(),
 		}},
 		watchCmd(),
 		{name: "token", summary: "issue and revoke bearer tokens (operator)", subs: []*command{

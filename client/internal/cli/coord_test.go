@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/phx-exchange/phx/client/internal/csaf/csaftest"
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
 )
 
@@ -63,6 +64,18 @@ func TestCoordinationCommands(t *testing.T) {
 	if strings.Contains(out, "reverted; reboot twice") {
 		t.Errorf("revision 3 shows a later post:\n%s", out)
 	}
+	// The whole story exports as a valid CSAF 2.1 document, with every
+	// revision in its history and the answers as product status.
+	out, _ = run("contoso", "incident", "export", id, "--format", "csaf")
+	if err := csaftest.Validate([]byte(out)); err != nil {
+		t.Fatalf("export is not valid CSAF 2.1: %v\n%s", err, out)
+	}
+	for _, w := range []string{`"version": "5"`, `"known_not_affected"`, `"known_affected"`, "Response recorded by northwind", "Post added; status changed by contoso"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("export lacks %s:\n%s", w, out)
+		}
+	}
+
 	// Refusals name what is wrong.
 	for _, bad := range [][]string{
 		{"incident", "respond", id, "--kind", "no-response"},
