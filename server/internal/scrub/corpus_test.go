@@ -316,6 +316,7 @@ func TestCorpusPositives(t *testing.T) {
 	if len(positives) < 100 {
 		t.Fatalf("the corpus has %d positive cases; it needs at least 100", len(positives))
 	}
+	t.Logf("%d positive cases", len(positives))
 	seen := map[Kind]bool{}
 	for _, c := range positives {
 		got, fs := Scrub(c.in)
@@ -340,6 +341,7 @@ func TestCorpusLookalikes(t *testing.T) {
 	if len(lookalikes) < 50 {
 		t.Fatalf("the corpus has %d look-alikes; it needs at least 50", len(lookalikes))
 	}
+	t.Logf("%d look-alikes", len(lookalikes))
 	for _, in := range lookalikes {
 		if got, fs := Scrub(in); got != in || fs != nil {
 			t.Errorf("Scrub(%q) = %q, %v; want it untouched", in, got, fs)
