@@ -48,7 +48,7 @@ type Guard struct {
 	// head is the position the feed must reach for the first catch-up to
 	// be complete, per stream letter; nil if the hub's cursor could not be
 	// read, in which case the first heartbeat after the items ends it.
-	head    map[byte]uint64
+	head  map[byte]uint64
 	ready bool
 	// beats counts the heartbeats heard in a row, without an item between
 	// them, on the current subscription.
