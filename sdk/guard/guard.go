@@ -47,7 +47,7 @@ type Guard struct {
 	cursor string
 	// head is the position the feed must reach for the first catch-up to
 	// be complete, per stream letter; nil if the hub's cursor could not be
-	// read, in which case the first heartbeat after the items ends it.
+	// read, in which case two heartbeats in a row end it (see caughtUp).
 	head  map[byte]uint64
 	ready bool
 	// beats counts the heartbeats heard in a row, without an item between

@@ -202,8 +202,9 @@ func (s *state) decide(rolloutID string) Decision {
 		a := s.advisories[rolloutID][id]
 		// Changing the rollout's state after the advice (pausing it, or
 		// resuming it after looking into it) is the publisher's answer to
-		// it; progress updates are not.
-		if !r.stateSince.IsZero() && r.stateSince.After(a.at) {
+		// it; progress updates are not. Without the times to compare, the
+		// advice stands.
+		if !a.at.IsZero() && !r.stateSince.IsZero() && r.stateSince.After(a.at) {
 			continue
 		}
 		d.AdvisoryIDs = append(d.AdvisoryIDs, id)
