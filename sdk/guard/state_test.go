@@ -15,7 +15,9 @@ import (
 // t0 is the hub time the envelopes of these tests are published around.
 var t0 = time.Date(2024, 7, 19, 4, 9, 0, 0, time.UTC)
 
-func at(min int) *timestamppb.Timestamp { return timestamppb.New(t0.Add(time.Duration(min) * time.Minute)) }
+func at(min int) *timestamppb.Timestamp {
+	return timestamppb.New(t0.Add(time.Duration(min) * time.Minute))
+}
 
 const rid = "channel-291"
 
