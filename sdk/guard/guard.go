@@ -192,7 +192,8 @@ func (g *Guard) Wait(ctx context.Context, rolloutID string, cond func(Decision) 
 
 // Ready blocks until the guard has caught up with what the hub retained
 // when it subscribed (from then on Allowed answers from the hub's state),
-// ctx ends (its error is returned), or the guard is closed (ErrClosed).
+// ctx ends (its error is returned), or the guard is closed (ErrClosed, also
+// when it had caught up before).
 // The guard may fall behind again later: when the hub no longer retains
 // its cursor it reads everything again, and denies meanwhile.
 func (g *Guard) Ready(ctx context.Context) error {
@@ -201,10 +202,10 @@ func (g *Guard) Ready(ctx context.Context) error {
 		ready, closed, changed := g.ready, g.closed, g.changed
 		g.mu.RUnlock()
 		switch {
-		case ready:
-			return nil
 		case closed:
 			return ErrClosed
+		case ready:
+			return nil
 		}
 		select {
 		case <-changed:
