@@ -26,7 +26,9 @@ func Example() {
 	}
 	defer c.Close()
 
-	g, err := guard.New(ctx, c)
+	// A short heartbeat ends the first catch-up sooner when the last items
+	// the hub holds are not for this member; the default is 10 seconds.
+	g, err := guard.New(ctx, c, guard.WithHeartbeat(2*time.Second))
 	if err != nil {
 		log.Fatal(err)
 	}
