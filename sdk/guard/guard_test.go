@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
 	"github.com/phx-exchange/phx/sdk"
 	"github.com/phx-exchange/phx/sdk/guard"
@@ -409,6 +411,38 @@ func TestGuardFailsClosedWhileHubIsDown(t *testing.T) {
 	d = await(t, g, id, "the pause after the restart", func(d guard.Decision) bool { return d.Cause == guard.CausePaused })
 	if !strings.Contains(d.Reason, "after restart") {
 		t.Errorf("reason %q", d.Reason)
+	}
+}
+
+// TestGuardFeedRefused revokes the token (of an incident responder acting
+// for contoso) that a guard subscribed with: the hub ends its feed and
+// refuses it from then on, and the guard denies, naming the refusal, while
+// it keeps trying.
+func TestGuardFeedRefused(t *testing.T) {
+	ctx := context.Background()
+	op := client(t, hub, "operator")
+	tok, err := op.IssueToken(ctx, &phxv1.IssueTokenRequest{Org: "contoso", Role: phxv1.Role_ROLE_RESPONDER, Ttl: durationpb.New(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := sdk.New(hub.Addr, sdk.WithCAFile(hub.PKI.CACert()), sdk.WithToken(tok.GetToken()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	g := start(t, c)
+	id := "refused-" + unique()
+	if _, err := client(t, hub, "contoso").AnnounceRollout(ctx, rollout(id, phxv1.Tlp_TLP_GREEN)); err != nil {
+		t.Fatal(err)
+	}
+	await(t, g, id, "the announced rollout", func(d guard.Decision) bool { return d.Allowed })
+
+	if _, err := op.RevokeToken(ctx, tok.GetJti()); err != nil {
+		t.Fatal(err)
+	}
+	d := await(t, g, id, "the refusal", func(d guard.Decision) bool { return d.Cause == guard.CauseFeedFailed })
+	if d.Allowed || !strings.HasPrefix(d.Reason, "the hub refused the guard's feed: ") {
+		t.Errorf("decision %v: %s", d.Allowed, d.Reason)
 	}
 }
 
