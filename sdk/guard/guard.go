@@ -275,9 +275,10 @@ func (g *Guard) run(ctx context.Context) {
 		if subscribed {
 			failures = 0
 		}
-		if errors.Is(err, sdk.ErrOutOfRange) {
+		if errors.Is(err, sdk.ErrOutOfRange) && g.Cursor() != "" {
 			// The hub no longer holds the cursor: what came before it is
-			// lost to this guard, so it starts again from scratch.
+			// lost to this guard, so it starts again from scratch. (Out of
+			// range from the beginning is a refusal like any other.)
 			g.o.log.Warn("phx guard: the hub no longer retains the guard's cursor; reading everything again", "cursor", g.Cursor(), "err", err)
 			g.mu.Lock()
 			g.st, g.cursor, g.head, g.ready = newState(), "", nil, false
