@@ -350,6 +350,46 @@ func TestSubscriptionClose(t *testing.T) {
 	}
 }
 
+// TestRecvAny receives heartbeats and items in one loop: a heartbeat while
+// the feed is idle, then an item published meanwhile, each with a cursor.
+func TestRecvAny(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := client(t, hub, "contoso")
+	sub, err := c.Subscribe(ctx, &phxv1.SubscribeRequest{
+		Kinds:            []phxv1.Kind{phxv1.Kind_KIND_HEALTH_SIGNAL},
+		Products:         []string{"contoso-av"},
+		HeartbeatSeconds: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	env, err := sub.RecvAny()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env.GetKind() != phxv1.Kind_KIND_HEARTBEAT || env.GetCursor() == "" || env.GetPublishedAt() == nil {
+		t.Fatalf("first envelope: %v cursor %q at %v; want a heartbeat with cursor and time", env.GetKind(), env.GetCursor(), env.GetPublishedAt())
+	}
+	id := "any-" + unique()
+	if _, err := c.PublishSignals(ctx, []*phxv1.HealthSignal{cell(id)}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		env, err := sub.RecvAny()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if env.GetCursor() != sub.Cursor() {
+			t.Errorf("envelope cursor %q, Cursor() %q", env.GetCursor(), sub.Cursor())
+		}
+		if env.GetHealthSignal().GetSignalId() == id {
+			return
+		}
+	}
+}
+
 // TestSubscribeContextEnds ends the subscription with its context.
 func TestSubscribeContextEnds(t *testing.T) {
 	c := client(t, hub, "contoso")

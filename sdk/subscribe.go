@@ -169,6 +169,21 @@ func (s *Subscription) Recv() (*phxv1.Envelope, error) {
 	}
 }
 
+// RecvAny is Recv that also returns the hub's heartbeats: envelopes of
+// KIND_HEARTBEAT carrying only a cursor and the hub's time. It suits callers
+// that act on the hub's liveness as well as on its items, such as a guard
+// that fails closed when the hub falls silent. The heartbeat that Subscribe
+// waited for is not returned again; Cursor and LastHeard reflect it. The
+// same rules as for Recv apply: one goroutine at a time, and Recv and
+// RecvAny may be mixed.
+func (s *Subscription) RecvAny() (*phxv1.Envelope, error) {
+	if p := s.pending; p != nil {
+		s.pending = nil
+		return p, nil
+	}
+	return s.recvAny()
+}
+
 // recvAny returns the next envelope, heartbeats included, opening the
 // stream again as long as the error allows.
 func (s *Subscription) recvAny() (*phxv1.Envelope, error) {
