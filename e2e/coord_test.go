@@ -1,11 +1,51 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"maps"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/phx-exchange/phx/sdk"
+	"github.com/phx-exchange/phx/sdk/guard"
 )
+
+// startGuard runs contoso's deployment controller's rollout guard against
+// the phxd process.
+func startGuard(t *testing.T, dataDir, addr string) *guard.Guard {
+	t.Helper()
+	pki := filepath.Join(dataDir, "pki")
+	c, err := sdk.New(addr, sdk.WithCertFiles(filepath.Join(pki, "ca.crt"), filepath.Join(pki, "contoso.crt"), filepath.Join(pki, "contoso.key")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	g, err := guard.New(context.Background(), c, guard.WithHeartbeat(time.Second), guard.WithMaxSilence(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	return g
+}
+
+// wantGuard waits, bounded, until the guard's answer for rollout id has
+// the cause want, and returns it.
+func wantGuard(t *testing.T, g *guard.Guard, id string, want guard.Cause, step string) guard.Decision {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	d, err := g.Wait(ctx, id, func(d guard.Decision) bool { return d.Cause == want })
+	if err != nil {
+		t.Fatalf("%s: the guard says %v (%s), want %v: %v", step, d.Allowed, d.Reason, want, err)
+	}
+	if d.Allowed != (want == guard.CauseActive) {
+		t.Fatalf("%s: allowed %v with cause %v", step, d.Allowed, d.Cause)
+	}
+	return d
+}
 
 // scenario reads an incident's responses and receipts through the CLI.
 type scenario struct {
@@ -94,9 +134,15 @@ func TestCoordinatedIncident(t *testing.T) {
 		return mustPhx(t, dataDir, addr, "", append([]string{"--as", as}, args...)...)
 	}
 
+	g := startGuard(t, dataDir, addr)
+	wantGuard(t, g, "r-291", guard.CauseUnknown, "before the announcement")
 	run("contoso", "rollout", "announce", "--id", "r-291", "--product", "contoso-av", "--channel", "channel-291",
 		"--version", "291.2", "--previous", "291.1", "--ring", "canary", "--percent", "1", "--tlp", "amber")
+	wantGuard(t, g, "r-291", guard.CauseActive, "announced")
 	run("contoso", "rollout", "update", "r-291", "--revision", "1", "--state", "paused", "--reason", "boot loops in canary")
+	if d := wantGuard(t, g, "r-291", guard.CausePaused, "paused"); !strings.Contains(d.Reason, "boot loops in canary") {
+		t.Fatalf("the guard's reason %q does not say why", d.Reason)
+	}
 	out := run("contoso", "--json", "incident", "report", "--title", "Boot loops after channel 291", "--product", "contoso-av",
 		"--content-version", "291.2", "--severity", "critical", "--tlp", "amber", "--pause-rollout", "r-291",
 		"--ask-all-vendors", "--respond-by", "30m")
@@ -107,6 +153,11 @@ func TestCoordinatedIncident(t *testing.T) {
 		t.Fatalf("report: %v\n%s", err, out)
 	}
 	s := &scenario{t: t, dataDir: dataDir, addr: addr, id: rep.ID}
+	// Resumed by mistake, the rollout is still held by the incident.
+	run("contoso", "rollout", "update", "r-291", "--revision", "2", "--state", "active")
+	if d := wantGuard(t, g, "r-291", guard.CauseIncident, "resumed while the incident asks to pause"); !strings.Contains(d.Reason, rep.ID) {
+		t.Fatalf("the guard's reason %q does not name the incident", d.Reason)
+	}
 	none := map[string]string{"fabrikam": "-", "northwind": "-", "microsoft": "-"}
 	s.want("reported", map[string]string{"fabrikam": "PENDING", "northwind": "PENDING"}, none)
 
@@ -127,6 +178,7 @@ func TestCoordinatedIncident(t *testing.T) {
 	final := map[string]string{"fabrikam": "NOT_AFFECTED", "northwind": "AFFECTED"}
 	finalReceipts := map[string]string{"fabrikam": "delivered", "northwind": "delivered", "microsoft": "acked"}
 	s.want("the platform acknowledged", final, finalReceipts)
+	wantGuard(t, g, "r-291", guard.CauseIncident, "acknowledged")
 
 	// A CERT is not in an AMBER audience it is not named in: it finds
 	// nothing, and the receipts never named it.
@@ -134,18 +186,20 @@ func TestCoordinatedIncident(t *testing.T) {
 		t.Fatal("the CERT read an AMBER incident it is not named in")
 	}
 
-	// Everything is kept across a restart.
+	// Everything is kept across a restart; the guard fails closed while the
+	// hub is away and answers as before once it is back.
 	h.stop(t)
+	wantGuard(t, g, "r-291", guard.CauseSilent, "while phxd is down")
 	startHub(t, dataDir, addr)
 	s.want("after a restart", final, finalReceipts)
+	wantGuard(t, g, "r-291", guard.CauseIncident, "after a restart")
 	out = run("contoso", "incident", "show", rep.ID)
 	for _, w := range []string{"rollout action:", "pause r-291", "not-affected", "affected", "Revisions:"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("incident show lacks %q:\n%s", w, out)
 		}
 	}
-	out = run("fabrikam", "--json", "rollout", "show", "r-291")
-	if !strings.Contains(out, "ROLLOUT_PAUSED") {
-		t.Errorf("rollout after the restart:\n%s", out)
-	}
+	// Resolved, the incident no longer holds the rollout.
+	run("contoso", "incident", "post", rep.ID, "--text", "fixed in 291.3", "--status", "resolved")
+	wantGuard(t, g, "r-291", guard.CauseActive, "resolved")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -102,7 +103,8 @@ func toStatus(err error) error {
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	case errors.Is(err, authn.ErrUnauthenticated):
-		return status.Error(codes.Unauthenticated, err.Error())
+		// The code says "unauthenticated" already.
+		return status.Error(codes.Unauthenticated, strings.TrimPrefix(err.Error(), authn.ErrUnauthenticated.Error()+": "))
 	case errors.Is(err, authn.ErrNotMember), errors.Is(err, authz.ErrDenied), errors.Is(err, policy.ErrWidened):
 		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, errNotFound), errors.Is(err, bus.ErrNotFound):
