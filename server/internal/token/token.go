@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -44,8 +45,9 @@ var RoleScopes = map[string][]string{
 // Leeway is the clock skew allowed on exp, nbf and iat.
 const Leeway = 30 * time.Second
 
-// JTIPattern is the shape of the token ids the hub issues.
-var JTIPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{16,64}$`)
+// JTIPattern is the shape of the token ids the hub issues (never starting
+// with "-", so a command line cannot take one for a flag).
+var JTIPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{15,63}$`)
 
 // ErrInvalid: the token is malformed, badly signed, expired, not yet valid,
 // for another issuer or audience, or of a kind the hub does not issue.
@@ -156,7 +158,7 @@ func (s *Service) Issue(spec Spec) (string, *Claims, error) {
 			ExpiresAt: jwt.NewNumericDate(now.Add(spec.TTL)),
 			NotBefore: jwt.NewNumericDate(now),
 			IssuedAt:  jwt.NewNumericDate(now),
-			ID:        base64.RawURLEncoding.EncodeToString(jti),
+			ID:        hex.EncodeToString(jti),
 		},
 		Role:  spec.Role,
 		Scope: strings.Join(scopes, " "),
