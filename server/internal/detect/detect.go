@@ -253,15 +253,15 @@ type catPrev struct {
 
 // state is everything the detector persists.
 type state struct {
-	Version  int                        `json:"version"`
-	LastEnd  int64                      `json:"last_end"`
-	Pending  map[int64]map[string]*agg  `json:"pending"`
-	Rollouts map[string]*rollout        `json:"rollouts"`
-	Streams  map[string]*stream         `json:"streams"`
-	Rises    map[string]*stream         `json:"rises"`
-	CatPrev  map[string]catPrev         `json:"cat_prev"`
-	Holds    map[string]*hold           `json:"holds"`
-	Stats    statsState                 `json:"stats"`
+	Version  int                       `json:"version"`
+	LastEnd  int64                     `json:"last_end"`
+	Pending  map[int64]map[string]*agg `json:"pending"`
+	Rollouts map[string]*rollout       `json:"rollouts"`
+	Streams  map[string]*stream        `json:"streams"`
+	Rises    map[string]*stream        `json:"rises"`
+	CatPrev  map[string]catPrev        `json:"cat_prev"`
+	Holds    map[string]*hold          `json:"holds"`
+	Stats    statsState                `json:"stats"`
 }
 
 type statsState struct {

@@ -17,7 +17,7 @@ var t0 = time.Date(2026, 3, 2, 8, 0, 0, 0, time.UTC)
 func windowAt(i int) time.Time { return t0.Add(time.Duration(i) * time.Minute) }
 
 // stepAt is when the i-th window is evaluated.
-func stepAt(i int) time.Time { return windowAt(i+1).Add(30 * time.Second) }
+func stepAt(i int) time.Time { return windowAt(i + 1).Add(30 * time.Second) }
 
 // cellSpec describes one simulated cell before its counts are drawn.
 type cellSpec struct {
