@@ -42,7 +42,8 @@ type Config struct {
 	// geometrically. Default 32.
 	StreamsPerRollout int
 	// RiseAlpha is the false-alarm probability of each OS-build rise test
-	// (per publisher, product and build, over all time). Default 1e-4.
+	// (per publisher, product, build and failure type, over all time).
+	// Default 1e-4.
 	RiseAlpha float64
 	// RiseNullRatio is the failure-rate ratio of a build against the
 	// publisher's other builds that counts as normal. Default 1.5.
@@ -156,6 +157,9 @@ type Finding struct {
 	// Advisory is the advisory to publish. Its id is derived from Key and
 	// WindowEnd, so a replay after a restart yields the same id.
 	Advisory *phxv1.Advisory
+	// Ranking is, for a cross-vendor advisory, the live rollouts ranked
+	// by how well they explain the rise, best first.
+	Ranking []Candidate
 }
 
 // Stats are the detector's counters, for metrics.
