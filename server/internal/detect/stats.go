@@ -1,0 +1,198 @@
+package detect
+
+import "math"
+
+// ratioGrid is the set of alternative rate ratios the sequential test mixes
+// over, with equal weights. A finite mixture of likelihood ratios, each a
+// non-negative martingale with mean 1 under the null, is itself one.
+var ratioGrid = [...]float64{1.25, 1.5, 2, 3, 5, 10, 30, 100}
+
+// logGrid is ln(len(ratioGrid)), the price of not knowing the alternative.
+var logGrid = math.Log(float64(len(ratioGrid)))
+
+// seqTest is the state of one conditional-binomial mixture sequential
+// probability ratio test of "the new version fails at rho0 times the
+// control's rate" (null) against "at rho0*rho_j times" (alternatives).
+type seqTest struct {
+	// LogLR holds the log likelihood ratio of each alternative of ratioGrid.
+	LogLR [len(ratioGrid)]float64 `json:"log_lr"`
+	// MaxLogMix is the largest log mixture likelihood ratio seen so far.
+	MaxLogMix float64 `json:"max_log_mix"`
+	// MinLogLR and MinAt track, per alternative, the lowest log likelihood
+	// ratio and the window end (unix seconds) where it was reached: the
+	// change point estimate (the test rose from there).
+	MinLogLR [len(ratioGrid)]float64 `json:"min_log_lr"`
+	MinAt    [len(ratioGrid)]int64   `json:"min_at"`
+	// Cumulative counts: failing devices and exposed devices of the new
+	// version (V) and the control (C), summed over windows.
+	XV float64 `json:"xv"`
+	EV float64 `json:"ev"`
+	XC float64 `json:"xc"`
+	EC float64 `json:"ec"`
+	// Windows counts the windows that carried information.
+	Windows int `json:"windows"`
+	// FirstAt is the end (unix seconds) of the first window with data.
+	FirstAt int64 `json:"first_at"`
+}
+
+// update adds one window: xv failing of ev exposed on the new version, xc of
+// ec on the control, under null ratio rho0. A window without exposure on
+// either side or without any failure carries no information and leaves the
+// test unchanged (its conditional likelihood ratio is 1).
+func (s *seqTest) update(xv, ev, xc, ec, rho0 float64, at int64) {
+	if ev <= 0 || ec <= 0 {
+		return
+	}
+	if s.FirstAt == 0 {
+		s.FirstAt = at
+		for j := range s.MinAt {
+			s.MinAt[j] = at
+		}
+	}
+	s.XV += xv
+	s.EV += ev
+	s.XC += xc
+	s.EC += ec
+	n := xv + xc
+	if n <= 0 {
+		return
+	}
+	s.Windows++
+	base := math.Log(rho0*ev + ec)
+	for j, r := range ratioGrid {
+		s.LogLR[j] += xv*math.Log(r) + n*(base-math.Log(rho0*r*ev+ec))
+		if s.LogLR[j] < s.MinLogLR[j] {
+			s.MinLogLR[j] = s.LogLR[j]
+			s.MinAt[j] = at
+		}
+	}
+	if m := s.logMix(); m > s.MaxLogMix {
+		s.MaxLogMix = m
+	}
+}
+
+// logMix is the log of the equal-weight mixture likelihood ratio.
+func (s *seqTest) logMix() float64 {
+	return logMixOf(s.LogLR[:])
+}
+
+func logMixOf(ll []float64) float64 {
+	mx := math.Inf(-1)
+	for _, v := range ll {
+		mx = max(mx, v)
+	}
+	sum := 0.0
+	for _, v := range ll {
+		sum += math.Exp(v - mx)
+	}
+	return mx + math.Log(sum) - logGrid
+}
+
+// pValue is the always-valid p-value: 1 / the largest mixture likelihood
+// ratio seen, capped at 1.
+func (s *seqTest) pValue() float64 {
+	return math.Min(1, math.Exp(-s.MaxLogMix))
+}
+
+// onset is the change point estimate of the alternative that explains the
+// data best: the window after which its likelihood ratio started to rise.
+func (s *seqTest) onset() int64 {
+	best := 0
+	for j := range s.LogLR {
+		if s.LogLR[j] > s.LogLR[best] {
+			best = j
+		}
+	}
+	return s.MinAt[best]
+}
+
+// ratio is the point estimate (XV/EV)/(XC/EC), 0 when undefined, +Inf when
+// the control saw no failure and the new version did.
+func (s *seqTest) ratio() float64 {
+	return rateRatio(s.XV, s.EV, s.XC, s.EC)
+}
+
+func rateRatio(xv, ev, xc, ec float64) float64 {
+	if ev <= 0 || ec <= 0 || xv <= 0 {
+		return 0
+	}
+	if xc <= 0 {
+		return math.Inf(1)
+	}
+	return (xv / ev) / (xc / ec)
+}
+
+// ratioLowerBound is the lower end of the one-sided confidence set
+// {rho0 : the mixture test of "ratio = rho0" has not rejected at alpha},
+// computed on the cumulative counts as if the exposure share had been
+// constant. It is 0 when even a ratio near 0 is not rejected.
+func ratioLowerBound(xv, ev, xc, ec, alpha float64) float64 {
+	n := xv + xc
+	if ev <= 0 || ec <= 0 || n <= 0 || xv <= 0 {
+		return 0
+	}
+	thr := math.Log(1 / alpha)
+	mix := func(rho0 float64) float64 {
+		var ll [len(ratioGrid)]float64
+		base := math.Log(rho0*ev + ec)
+		for j, r := range ratioGrid {
+			ll[j] = xv*math.Log(r) + n*(base-math.Log(rho0*r*ev+ec))
+		}
+		return logMixOf(ll[:])
+	}
+	lo, hi := math.Log(1e-3), math.Log(1e6)
+	if mix(math.Exp(lo)) < thr {
+		return 0
+	}
+	if mix(math.Exp(hi)) >= thr {
+		return math.Exp(hi)
+	}
+	// Each alternative's log likelihood ratio falls as rho0 grows, so
+	// the mixture does too: bisect on log rho0.
+	for range 80 {
+		mid := (lo + hi) / 2
+		if mix(math.Exp(mid)) >= thr {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return math.Exp(lo)
+}
+
+// klBernoulli is the Kullback-Leibler divergence KL(q || p) of two
+// Bernoulli laws.
+func klBernoulli(q, p float64) float64 {
+	t := 0.0
+	if q > 0 {
+		t += q * math.Log(q/p)
+	}
+	if q < 1 {
+		t += (1 - q) * math.Log((1-q)/(1-p))
+	}
+	return t
+}
+
+// klLowerBound is the Chernoff lower confidence bound of a proportion: the
+// smallest p with n * KL(x/n || p) <= ln(1/delta). For any true p below it,
+// P(observing x/n or more) <= delta.
+func klLowerBound(x, n, delta float64) float64 {
+	if n <= 0 || x <= 0 {
+		return 0
+	}
+	q := math.Min(1, x/n)
+	thr := math.Log(1/delta) / n
+	if klBernoulli(q, 1e-12) <= thr {
+		return 0
+	}
+	lo, hi := 1e-12, q
+	for range 80 {
+		mid := (lo + hi) / 2
+		if klBernoulli(q, mid) > thr {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return hi
+}
