@@ -126,7 +126,7 @@ type agg struct {
 	cells                   int
 }
 
-func (a agg) kernelRate() float64 { return float64(a.kernel) / float64(max(a.exposed-a.silent, 1)) }
+func (a agg) kernelRate() float64  { return float64(a.kernel) / float64(max(a.exposed-a.silent, 1)) }
 func (a agg) silentShare() float64 { return float64(a.silent) / float64(max(a.exposed, 1)) }
 
 func sum(cs []*phxv1.HealthSignal, keep func(*phxv1.HealthSignal) bool) agg {
