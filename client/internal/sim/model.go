@@ -307,7 +307,9 @@ type Truth struct {
 	// fault added): the window of the first faulty cell, before any
 	// roll-up; zero until then.
 	FirstFaultyWindow time.Time
-	// Devices is how many devices the fault has reached so far.
+	// Devices is how many devices the fault affects as of the latest
+	// minute: the devices in a boot loop, or the devices on the faulty
+	// version and build that were on in that minute.
 	Devices int
 }
 
