@@ -120,6 +120,7 @@ func commands() []*command {
 			incidentPostCmd(), incidentRespondCmd(), incidentAckCmd(), incidentReceiptsCmd(), incidentExportCmd(),
 		}},
 		watchCmd(),
+		simulateCmd(),
 		{name: "token", summary: "issue and revoke bearer tokens (operator)", subs: []*command{
 			tokenIssueCmd(), tokenRevokeCmd(),
 		}},
