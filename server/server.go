@@ -36,6 +36,8 @@ import (
 	"github.com/phx-exchange/phx/server/internal/audit"
 	"github.com/phx-exchange/phx/server/internal/authn"
 	"github.com/phx-exchange/phx/server/internal/bus"
+	"github.com/phx-exchange/phx/server/internal/detect"
+	"github.com/phx-exchange/phx/server/internal/detectrun"
 	"github.com/phx-exchange/phx/server/internal/grpcapi"
 	"github.com/phx-exchange/phx/server/internal/natsembed"
 	"github.com/phx-exchange/phx/server/internal/noise"
@@ -88,6 +90,8 @@ type Config struct {
 	TokenKeys string
 	// TokenMaxTTL caps the lifetime of issued tokens (default 30 days).
 	TokenMaxTTL time.Duration
+	// NoDetector turns the hub's detector off (it is on by default).
+	NoDetector bool
 	// ShutdownTimeout bounds the graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
 	// Logger (default slog.Default()).
@@ -365,6 +369,29 @@ func (s *Server) Run(ctx context.Context) error {
 			s.log.Error("audit log", "err", err)
 		}
 	})
+	// The detector follows health cells and rollouts and raises advisories.
+	if !cfg.NoDetector {
+		lag := prometheus.NewGauge(prometheus.GaugeOpts{Name: "phx_detector_lag_seconds", Help: "How far the detector is behind the stored health cells and rollouts."})
+		promReg.MustRegister(lag)
+		dcfg := detect.DefaultConfig()
+		for _, o := range reg.Get().Orgs() {
+			if m, _ := reg.Get().Lookup(o); m.Role == members.RolePlatform {
+				dcfg.PlatformOrg = o
+				break
+			}
+		}
+		detCtx, stopDetector := context.WithCancel(ctx)
+		defer stopDetector()
+		wg.Go(func() {
+			err := detectrun.Run(detCtx, detectrun.Config{
+				Bus: b, Engine: detect.New(dcfg), Registry: reg, Logger: s.log.With("part", "detector"),
+				Lag: func(d time.Duration) { lag.Set(d.Seconds()) },
+			})
+			if err != nil {
+				s.log.Error("detector stopped", "err", err)
+			}
+		})
+	}
 	// Reload the member registry when its file changes.
 	reloadCtx, stopReload := context.WithCancel(ctx)
 	wg.Go(func() {

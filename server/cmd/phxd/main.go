@@ -66,6 +66,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Func("k-tenants", "minimum cohort: fewest distinct tenants in a health cell (default 5)", uintFlag(&cfg.KTenants))
 	fs.Float64Var(&cfg.NoiseEpsilon, "noise-epsilon", 1, "epsilon of each health count delivered to CERTs and other wide readers (discrete Laplace noise, scale 1/epsilon)")
 	fs.Float64Var(&cfg.NoiseCellBudget, "noise-cell-budget", 8, "the most epsilon the counts of one health cell spend together")
+	fs.BoolVar(&cfg.NoDetector, "no-detector", false, "do not run the detector (another replica runs it)")
 	fs.StringVar(&cfg.TokenKeys, "token-keys", "", "directory of the Ed25519 keys that sign bearer tokens (default <data-dir>/tokens; replicas share one)")
 	fs.DurationVar(&cfg.TokenMaxTTL, "token-max-ttl", 30*24*time.Hour, "longest lifetime of an issued bearer token")
 	fs.DurationVar(&cfg.HealthRetention, "health-retention", 7*24*time.Hour, "how long health cells are kept")

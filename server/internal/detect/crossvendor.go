@@ -280,12 +280,26 @@ func (d *Detector) crossVendorFinding(key, b string, end int64, now time.Time, s
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "failures rose on build %s (%sx the other builds); suspects:", b, ratioText(t.ratio()))
+	// The advisory goes to the top suspect, the affected vendors and the
+	// platform: it names only their rollouts, never another vendor's.
+	audience := append([]string{d.cfg.PlatformOrg}, affected...)
+	if len(ranking) > 0 {
+		audience = append(audience, ranking[0].Publisher)
+	}
+	hidden := 0
 	for i, c := range ranking {
 		if i == 5 {
 			break
 		}
+		if !slices.Contains(audience, c.Publisher) {
+			hidden++
+			continue
+		}
 		fmt.Fprintf(&sb, " %d. %s (%s, score %.2f: timing %.2f, spread %.2f, share %.2f)", i+1, c.RolloutID, c.Product,
 			c.Score, c.Timing, c.Spread, c.Share)
+	}
+	if hidden > 0 {
+		fmt.Fprintf(&sb, " (and %d rollout(s) of other members)", hidden)
 	}
 	if len(ranking) == 0 {
 		sb.WriteString(" none active")
