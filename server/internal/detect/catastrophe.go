@@ -135,7 +135,7 @@ func (d *Detector) catastrophe(end int64, cells []*agg, now time.Time) []Finding
 				RatioLowerBound: ratioLB,
 				PValue:          p,
 				FirstDataAt:     ts(first),
-				DetectedAt:      ts(now.Unix()),
+				DetectedAt:      ts(end), // the window whose evaluation found it (event time)
 			},
 		}
 		out = append(out, d.finding(key, g.publisher, end, now, adv))

@@ -120,7 +120,7 @@ func TestCatastrophe(t *testing.T) {
 					if ev.GetDevicesExposed() < 50 || ev.GetRate() < 0.08 || ev.GetFailingDevices() > ev.GetDevicesExposed() {
 						t.Errorf("evidence %v", ev)
 					}
-					if !ev.GetFirstDataAt().AsTime().Equal(windowAt(0)) || !ev.GetDetectedAt().AsTime().Equal(stepAt(i)) {
+					if !ev.GetFirstDataAt().AsTime().Equal(windowAt(0)) || !ev.GetDetectedAt().AsTime().Equal(f.WindowEnd) || ev.GetDetectedAt().AsTime().After(stepAt(i)) {
 						t.Errorf("times %v %v", ev.GetFirstDataAt().AsTime(), ev.GetDetectedAt().AsTime())
 					}
 					if len(a.GetCells()) == 0 || a.GetCells()[0].GetOsBuild() != tc.wantBuild {

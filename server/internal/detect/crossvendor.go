@@ -318,7 +318,7 @@ func (d *Detector) crossVendorFinding(key, b string, end int64, now time.Time, s
 			RatioLowerBound: ratioLowerBound(t.XV, t.EV, t.XC, t.EC, s.Alpha),
 			PValue:          t.pValue(),
 			FirstDataAt:     ts(t.FirstAt),
-			DetectedAt:      ts(now.Unix()),
+			DetectedAt:      ts(end), // the window whose evaluation found it (event time)
 		},
 	}
 	publisher := ""

@@ -135,7 +135,7 @@ func (d *Detector) regression(end int64, cells []*agg, now time.Time) []Finding 
 				RatioLowerBound: lb,
 				PValue:          p,
 				FirstDataAt:     ts(ro.FirstData),
-				DetectedAt:      ts(now.Unix()),
+				DetectedAt:      ts(end), // the window whose evaluation found it (event time)
 			},
 		}
 		out = append(out, d.finding(key, ro.Publisher, end, now, adv))
