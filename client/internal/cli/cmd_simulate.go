@@ -63,6 +63,7 @@ func simulateCmd() *command {
 			devices := fs.Int("devices", sim.DefaultParams().Devices, "devices per `vendor`")
 			certDir := fs.String("cert-dir", "", "`dir` of ORG.crt and ORG.key for each org (default: the data dir's dev PKI)")
 			dryRun := fs.Bool("dry-run", false, "build the cells but publish nothing")
+			eval := fs.Bool("eval", false, "run every scenario, one after the other, as fast as possible against a fresh hub and measure its detector")
 			return func(ctx context.Context, e *env, args []string) error {
 				if err := noArgs(e, args); err != nil {
 					return err
@@ -80,6 +81,15 @@ func simulateCmd() *command {
 				p.Devices = *devices
 				if *devices < 1 || *devices > 1_000_000 {
 					return e.usagef("--devices: %d is not within 1..1000000", *devices)
+				}
+				if *eval {
+					if 4**duration > maxSimDuration {
+						return e.usagef("--eval runs four scenarios of --duration each: at most %v each", maxSimDuration/4)
+					}
+					if *dryRun {
+						return e.usagef("--eval needs a hub: it cannot be a --dry-run")
+					}
+					return e.evaluate(ctx, *seed, *devices, *duration, *certDir)
 				}
 				m, err := sim.New(sim.Config{
 					Scenario: *scenario, Seed: *seed, Params: &p,
