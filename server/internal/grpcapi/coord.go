@@ -94,8 +94,8 @@ func (a *API) completeResponses(in *phxv1.Incident, reporter string) {
 	}
 }
 
-// errRetry: another writer stored a revision first; load and apply again.
-var errRetry = errors.New("incident changed meanwhile")
+// errContended: an incident kept changing under a post or response.
+var errContended = errors.New("too many changes at once")
 
 // mutate applies change to the current revision of incident id, as r sees
 // it, and stores the result as the next revision, retrying when another
@@ -125,7 +125,7 @@ func (s *incidentSvc) mutate(ctx context.Context, id *authn.Identity, incidentID
 			continue
 		}
 		if errors.Is(err, bus.ErrConflict) {
-			return nil, fmt.Errorf("%w: %s is being changed by many at once; try again", errShuttingDown, incidentID)
+			return nil, fmt.Errorf("%w: %s is being changed by many at once; try again", errContended, incidentID)
 		}
 		if err == nil {
 			s.a.delivered(ctx, incidentID, id.Org) // the reply carries the incident
@@ -222,8 +222,7 @@ func receiptSubject(incidentID, org, what string) string {
 // and returns when it first did.
 func (a *API) receipt(ctx context.Context, incidentID, org, what string) (time.Time, error) {
 	subj := receiptSubject(incidentID, org, what)
-	key := subj
-	if t, ok := a.receipts.Load(key); ok {
+	if t, ok := a.receipts.Load(subj); ok {
 		return t.(time.Time), nil
 	}
 	now := a.cfg.Now().UTC()
@@ -240,7 +239,7 @@ func (a *API) receipt(ctx context.Context, incidentID, org, what string) (time.T
 	} else if err != nil {
 		return time.Time{}, err
 	}
-	a.receipts.Store(key, now)
+	a.receipts.Store(subj, now)
 	return now, nil
 }
 

@@ -117,7 +117,7 @@ func toStatus(err error) error {
 		return status.Error(codes.OutOfRange, err.Error())
 	case errors.Is(err, bus.ErrBadCursor):
 		return toStatus(invalid("cursor", "%v", err))
-	case errors.Is(err, errShuttingDown), errors.Is(err, bus.ErrDuplicateInProcess):
+	case errors.Is(err, errShuttingDown), errors.Is(err, bus.ErrDuplicateInProcess), errors.Is(err, errContended):
 		return status.Error(codes.Unavailable, err.Error())
 	}
 	return status.Error(codes.Unavailable, "hub storage unavailable: "+err.Error())
