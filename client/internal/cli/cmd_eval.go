@@ -8,7 +8,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/phx-exchange/phx/client/internal/sim"
+	"github.com/phx-exchange/phx/internal/sim"
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
 	"github.com/phx-exchange/phx/sdk"
 )
@@ -16,16 +16,29 @@ import (
 // evalRow is one scenario's measured detection.
 type evalRow struct {
 	Scenario          string    `json:"scenario"`
+	Seed              uint64    `json:"seed"`
+	Start             time.Time `json:"start"`
+	End               time.Time `json:"end"`
+	RolloutHours      float64   `json:"rollout_hours"`
 	FaultyRollout     string    `json:"faulty_rollout,omitempty"`
 	FaultStart        time.Time `json:"fault_start,omitzero"`
 	FirstFaultyWindow time.Time `json:"first_faulty_window,omitzero"`
 	AdvisoryWindowEnd time.Time `json:"advisory_window_end,omitzero"`
 	AdvisoryKind      string    `json:"advisory_kind,omitempty"`
 	// Windows from the start of the first faulty one-minute window to the
-	// end of the window whose evaluation raised the advisory.
-	Windows         int  `json:"windows,omitempty"`
-	RightBlamed     bool `json:"right_rollout_blamed"`
-	FalseAdvisories int  `json:"false_advisories"`
+	// end of the window whose evaluation raised the first advisory naming
+	// the faulty rollout.
+	Windows int `json:"windows,omitempty"`
+	// RightBlamed: the first advisory of the scenario names the faulty
+	// rollout.
+	RightBlamed bool `json:"right_rollout_blamed"`
+	// Advisories raised during the scenario, all rules, with or without a
+	// rollout.
+	Advisories int `json:"advisories"`
+	// FalseAdvisories name no rollout or another rollout than the faulty
+	// one (every advisory of a normal run), or come before the fault's
+	// first effect.
+	FalseAdvisories int `json:"false_advisories"`
 }
 
 // evaluate runs every scenario against the hub, waits for the hub's
@@ -33,12 +46,19 @@ type evalRow struct {
 //
 // The detector works in event time and drops cells of windows it has
 // already evaluated, so the scenarios run one after the other in simulated
-// time: the first starts 4 × duration ago, the last ends now. The hub must
-// be fresh (its detector must not have seen later windows).
-func (e *env) evaluate(ctx context.Context, seed uint64, devices int, duration time.Duration, certDir string) error {
-	var rows []evalRow
-	scenarios := []string{sim.ChannelFile291, sim.SlowRegression, sim.PlatformConflict, sim.Normal}
+// time, ending now. The hub must be fresh (its detector must not have seen
+// later windows). Every advisory the hub raised is attributed to the
+// scenario whose simulated time holds its detection window, whatever
+// rollout it names (or none).
+func (e *env) evaluate(ctx context.Context, seed uint64, devices int, duration time.Duration, normalRuns int, certDir string) error {
+	scenarios := []string{sim.ChannelFile291, sim.SlowRegression, sim.PlatformConflict}
+	for range normalRuns {
+		scenarios = append(scenarios, sim.Normal)
+	}
 	begin := time.Now().Truncate(time.Minute).Add(-time.Duration(len(scenarios)) * duration)
+	var rows []evalRow
+	var models []*sim.Model
+	var platform *sdk.Client
 	for i, sc := range scenarios {
 		p := sim.DefaultParams()
 		p.Devices = devices
@@ -53,25 +73,35 @@ func (e *env) evaluate(ctx context.Context, seed uint64, devices int, duration t
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stderr, "%s: simulating %s with seed %d…\n", sc, duration, seed+uint64(i))
-		s, err := sim.Run(ctx, m, sim.NewHub(clients), sim.RunOptions{})
+		fmt.Fprintf(e.stderr, "[%d/%d] %s: simulating %s from %s with seed %d…\n", i+1, len(scenarios), sc, duration,
+			m.Start().Format("2006-01-02 15:04"), seed+uint64(i))
+		var hours rolloutHours
+		s, err := sim.Run(ctx, m, sim.NewHub(clients), sim.RunOptions{OnMinute: func(min *sim.Minute, _ sim.Progress) {
+			hours.add(min)
+		}})
 		if err == nil && s.Rejected > 0 {
 			err = fmt.Errorf("%s: the hub rejected %d cells; first: %s", sc, s.Rejected, s.FirstRejection)
 		}
-		if err != nil {
-			closeAll(clients)
-			return err
+		if i == len(scenarios)-1 && err == nil {
+			platform = clients[sim.PlatformOrg]
+			defer platform.Close()
+			delete(clients, sim.PlatformOrg)
 		}
-		ours := map[string]*phxv1.Rollout{}
-		for _, r := range s.Rollouts { // as the hub stored them
-			ours[r.GetRolloutId()] = r
-		}
-		advs, err := settledAdvisories(ctx, clients[sim.PlatformOrg], ours)
 		closeAll(clients)
 		if err != nil {
 			return err
 		}
-		rows = append(rows, score(m, advs))
+		rows = append(rows, evalRow{Scenario: sc, Seed: seed + uint64(i), Start: m.Start(), End: m.End(),
+			RolloutHours: hours.total(m.End())})
+		models = append(models, m)
+	}
+	fmt.Fprintf(e.stderr, "waiting for the hub's detector to settle…\n")
+	advs, err := settledAdvisories(ctx, platform)
+	if err != nil {
+		return err
+	}
+	for i := range rows {
+		score(&rows[i], models[i].Truth(), advs)
 	}
 	if e.g.json {
 		enc := json.NewEncoder(e.stdout)
@@ -86,6 +116,37 @@ func (e *env) evaluate(ctx context.Context, seed uint64, devices int, duration t
 	return nil
 }
 
+// rolloutHours sums the time rollouts of a run are active.
+type rolloutHours struct {
+	active map[string]time.Time
+	hours  float64
+}
+
+func (h *rolloutHours) add(min *sim.Minute) {
+	if h.active == nil {
+		h.active = map[string]time.Time{}
+	}
+	for _, c := range min.Changes {
+		id := c.Rollout.GetRolloutId()
+		if c.Announce {
+			h.active[id] = min.Window
+			continue
+		}
+		if at, ok := h.active[id]; ok && c.Rollout.GetState() != phxv1.RolloutState_ROLLOUT_ACTIVE {
+			h.hours += min.Window.Sub(at).Hours()
+			delete(h.active, id)
+		}
+	}
+}
+
+func (h *rolloutHours) total(end time.Time) float64 {
+	t := h.hours
+	for _, at := range h.active {
+		t += end.Sub(at).Hours()
+	}
+	return t
+}
+
 func closeAll(cs map[string]*sdk.Client) {
 	for _, c := range cs {
 		c.Close()
@@ -93,18 +154,18 @@ func closeAll(cs map[string]*sdk.Client) {
 }
 
 // settledAdvisories reads, as the platform (which receives every advisory),
-// the advisories about this run's rollouts until three reads four seconds
-// apart agree: the detector (which evaluates every two seconds) has caught up.
-func settledAdvisories(ctx context.Context, c *sdk.Client, ours map[string]*phxv1.Rollout) ([]*phxv1.Advisory, error) {
+// every advisory until three reads four seconds apart agree: the detector
+// (which evaluates every two seconds) has caught up.
+func settledAdvisories(ctx context.Context, c *sdk.Client) ([]*phxv1.Advisory, error) {
 	var last []*phxv1.Advisory
-	deadline := time.Now().Add(2 * time.Minute)
+	deadline := time.Now().Add(5 * time.Minute)
 	for stable := 0; stable < 3 && time.Now().Before(deadline); {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-time.After(4 * time.Second):
 		}
-		got, err := readAdvisories(ctx, c, ours)
+		got, err := readAdvisories(ctx, c)
 		if err != nil {
 			return nil, err
 		}
@@ -120,7 +181,7 @@ func settledAdvisories(ctx context.Context, c *sdk.Client, ours map[string]*phxv
 
 // readAdvisories replays every advisory the hub retains, up to the first
 // heartbeat after the replay.
-func readAdvisories(ctx context.Context, c *sdk.Client, ours map[string]*phxv1.Rollout) ([]*phxv1.Advisory, error) {
+func readAdvisories(ctx context.Context, c *sdk.Client) ([]*phxv1.Advisory, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	sub, err := c.Subscribe(ctx, &phxv1.SubscribeRequest{Kinds: []phxv1.Kind{phxv1.Kind_KIND_ADVISORY}, HeartbeatSeconds: 1,
@@ -138,40 +199,49 @@ func readAdvisories(ctx context.Context, c *sdk.Client, ours map[string]*phxv1.R
 		if env.GetKind() == phxv1.Kind_KIND_HEARTBEAT {
 			return out, nil
 		}
-		if a := env.GetAdvisory(); a != nil && ours[a.GetRolloutId()] != nil {
+		if a := env.GetAdvisory(); a != nil {
 			out = append(out, a)
 		}
 	}
 }
 
-// score compares the advisories with the run's ground truth.
-func score(m *sim.Model, advs []*phxv1.Advisory) evalRow {
-	t := m.Truth()
-	row := evalRow{Scenario: t.Scenario, FaultStart: t.FaultStart, FirstFaultyWindow: t.FirstFaultyWindow}
+// score compares the advisories detected within the row's simulated time
+// with the run's ground truth.
+func score(row *evalRow, t sim.Truth, all []*phxv1.Advisory) {
+	row.FaultStart, row.FirstFaultyWindow = t.FaultStart, t.FirstFaultyWindow
 	if t.Faulty {
 		row.FaultyRollout = t.RolloutID
 	}
-	slices.SortFunc(advs, func(a, b *phxv1.Advisory) int {
+	var advs []*phxv1.Advisory
+	for _, a := range all {
+		at := a.GetEvidence().GetDetectedAt().AsTime()
+		if at.After(row.Start) && !at.After(row.End) {
+			advs = append(advs, a)
+		}
+	}
+	slices.SortStableFunc(advs, func(a, b *phxv1.Advisory) int {
 		return a.GetEvidence().GetDetectedAt().AsTime().Compare(b.GetEvidence().GetDetectedAt().AsTime())
 	})
+	row.Advisories = len(advs)
 	for i, a := range advs {
-		if t.Faulty && a.GetRolloutId() == t.RolloutID {
-			if row.AdvisoryWindowEnd.IsZero() && !t.FirstFaultyWindow.IsZero() {
-				row.AdvisoryWindowEnd = a.GetEvidence().GetDetectedAt().AsTime()
-				row.AdvisoryKind = enumLabel(a.GetKind(), "ADVISORY_KIND_")
-				row.Windows = int(row.AdvisoryWindowEnd.Sub(t.FirstFaultyWindow) / time.Minute)
-				row.RightBlamed = i == 0
-			}
+		at := a.GetEvidence().GetDetectedAt().AsTime()
+		right := t.Faulty && a.GetRolloutId() == t.RolloutID && !t.FirstFaultyWindow.IsZero() && at.After(t.FirstFaultyWindow)
+		if !right {
+			row.FalseAdvisories++
 			continue
 		}
-		row.FalseAdvisories++
+		if row.AdvisoryWindowEnd.IsZero() {
+			row.AdvisoryWindowEnd = at
+			row.AdvisoryKind = enumLabel(a.GetKind(), "ADVISORY_KIND_")
+			row.Windows = int(at.Sub(t.FirstFaultyWindow) / time.Minute)
+			row.RightBlamed = i == 0
+		}
 	}
-	return row
 }
 
 func renderEval(w io.Writer, rows []evalRow) {
 	tw := newTable(w)
-	row(tw, "SCENARIO", "FAULT START", "FIRST FAULTY WINDOW", "ADVISORY (WINDOW END)", "WINDOWS", "RIGHT ROLLOUT", "FALSE ADVISORIES")
+	row(tw, "SCENARIO", "ROLLOUT-HOURS", "FAULT START", "FIRST FAULTY WINDOW", "ADVISORY (WINDOW END)", "WINDOWS", "RIGHT ROLLOUT FIRST", "ADVISORIES", "FALSE")
 	for _, r := range rows {
 		fault, first, adv, windows, right := "-", "-", "none", "-", "-"
 		if !r.FaultStart.IsZero() {
@@ -188,7 +258,8 @@ func renderEval(w io.Writer, rows []evalRow) {
 			adv = r.AdvisoryWindowEnd.UTC().Format("15:04") + " " + r.AdvisoryKind
 			windows = fmt.Sprint(r.Windows)
 		}
-		row(tw, r.Scenario, fault, first, adv, windows, right, fmt.Sprint(r.FalseAdvisories))
+		row(tw, r.Scenario, fmt.Sprintf("%.1f", r.RolloutHours), fault, first, adv, windows, right,
+			fmt.Sprint(r.Advisories), fmt.Sprint(r.FalseAdvisories))
 	}
 	tw.Flush()
 }

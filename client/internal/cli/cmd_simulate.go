@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/phx-exchange/phx/client/internal/sim"
+	"github.com/phx-exchange/phx/internal/sim"
 	"github.com/phx-exchange/phx/internal/pki"
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
 	"github.com/phx-exchange/phx/sdk"
@@ -64,6 +64,7 @@ func simulateCmd() *command {
 			certDir := fs.String("cert-dir", "", "`dir` of ORG.crt and ORG.key for each org (default: the data dir's dev PKI)")
 			dryRun := fs.Bool("dry-run", false, "build the cells but publish nothing")
 			eval := fs.Bool("eval", false, "run every scenario, one after the other, as fast as possible against a fresh hub and measure its detector")
+			normalRuns := fs.Int("normal-runs", 1, "with --eval: how many runs of the normal scenario (more rollout-hours without a fault)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if err := noArgs(e, args); err != nil {
 					return err
@@ -83,13 +84,16 @@ func simulateCmd() *command {
 					return e.usagef("--devices: %d is not within 1..1000000", *devices)
 				}
 				if *eval {
-					if 4**duration > maxSimDuration {
-						return e.usagef("--eval runs four scenarios of --duration each: at most %v each", maxSimDuration/4)
+					if *normalRuns < 0 || *normalRuns > 100 {
+						return e.usagef("--normal-runs: %d is not within 0..100", *normalRuns)
+					}
+					if n := time.Duration(3 + *normalRuns); n**duration > maxSimDuration {
+						return e.usagef("--eval runs %d scenarios of --duration each: at most %v each", n, maxSimDuration/n)
 					}
 					if *dryRun {
 						return e.usagef("--eval needs a hub: it cannot be a --dry-run")
 					}
-					return e.evaluate(ctx, *seed, *devices, *duration, *certDir)
+					return e.evaluate(ctx, *seed, *devices, *duration, *normalRuns, *certDir)
 				}
 				m, err := sim.New(sim.Config{
 					Scenario: *scenario, Seed: *seed, Params: &p,

@@ -76,7 +76,7 @@ func TestSimulateUsage(t *testing.T) {
 		{"no certificates", []string{"--data-dir", empty, "simulate", "--duration", "1m", "--devices", "10"}, "needs their certificates"},
 		{"extra argument", []string{"simulate", "x"}, `unexpected argument "x"`},
 		{"eval without a hub", []string{"simulate", "--eval", "--dry-run"}, "--eval needs a hub"},
-		{"eval too long", []string{"simulate", "--eval", "--duration", "40h"}, "--eval runs four scenarios"},
+		{"eval too long", []string{"simulate", "--eval", "--duration", "40h"}, "--eval runs 4 scenarios"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -43,6 +43,15 @@ func (d *Detector) catastrophe(end int64, cells []*agg, now time.Time) []Finding
 	var subjects []string
 	for _, k := range order {
 		g := groups[k]
+		if d.draining(g) {
+			// The version a rollout replaces keeps only the devices
+			// that have not taken the update yet, and those that fell
+			// silent (switched off) before they could: its silent share
+			// rises towards 100 % as the rollout completes. That is
+			// survivorship, not a failure; the rollout's own version is
+			// judged instead.
+			continue
+		}
 		if _, ok := evaluated[g.subject]; !ok {
 			subjects = append(subjects, g.subject)
 		}
@@ -141,6 +150,21 @@ func (d *Detector) catastrophe(end int64, cells []*agg, now time.Time) []Finding
 		out = append(out, d.finding(key, g.publisher, end, now, adv))
 	}
 	return out
+}
+
+// draining reports whether g is cells of a version that a known rollout of
+// the same publisher and product replaces, outside any rollout.
+func (d *Detector) draining(g *catGroup) bool {
+	if g.rid != "" {
+		return false
+	}
+	v := g.cells[0].ContentVersion
+	for _, ro := range d.st.Rollouts {
+		if ro.Publisher == g.publisher && ro.Product == g.product && ro.Previous != "" && ro.Previous == v {
+			return true
+		}
+	}
+	return false
 }
 
 // catControl is the (boot failures + silent) / exposed rate of the control

@@ -359,8 +359,11 @@ func (d *Detector) ObserveRollout(publisher string, r *phxv1.Rollout, at time.Ti
 	st := d.st
 	ro := st.Rollouts[r.GetRolloutId()]
 	if ro == nil {
+		// The start is the earlier of its creation and the event time
+		// it was observed at: a rollout created on the wall clock while
+		// its cells replay past windows starts where the cells put it.
 		start := at.Unix()
-		if ca := r.GetCreatedAt(); ca != nil && ca.GetSeconds() > 0 {
+		if ca := r.GetCreatedAt(); ca != nil && ca.GetSeconds() > 0 && ca.GetSeconds() < start {
 			start = ca.GetSeconds()
 		}
 		ro = &rollout{ID: r.GetRolloutId(), Publisher: publisher, Start: start, Builds: map[string]uint64{}}

@@ -177,7 +177,16 @@ func observe(e Engine, m bus.FeedMsg, st *saved) {
 			st.Now = end
 		}
 	case *phxv1.Envelope_Rollout:
+		// The detector works in event time, the windows of the cells. A
+		// rollout change is placed at the event time it arrives at: the
+		// end of the latest window seen, or when it was stored if that is
+		// earlier (no cells yet, or cells late). Publishers that replay
+		// past windows quickly (a backfill, the simulator at --speed 0)
+		// then see their rollouts where their cells put them.
 		at := env.GetPublishedAt().AsTime()
+		if !st.Now.IsZero() && st.Now.Before(at) {
+			at = st.Now
+		}
 		e.ObserveRollout(env.Publisher, it.Rollout, at)
 	}
 }
