@@ -19,6 +19,7 @@ type catGroup struct {
 func (d *Detector) catastrophe(end int64, cells []*agg, now time.Time) []Finding {
 	groups := map[string]*catGroup{}
 	var order []string
+	drained := d.drainedBuilds(cells)
 	for _, a := range cells {
 		k := a.Publisher + "\x1f" + subjectOf(a) + "\x1f" + a.OSBuild
 		g := groups[k]
@@ -29,7 +30,10 @@ func (d *Detector) catastrophe(end int64, cells []*agg, now time.Time) []Finding
 		}
 		g.cells = append(g.cells, a)
 		g.exposed += a.Exposed
-		g.bad += a.Fail[ftBoot] + a.Silent
+		g.bad += a.Fail[ftBoot]
+		if !drained[a.OSBuild] {
+			g.bad += a.Silent
+		}
 	}
 	slices.Sort(order)
 
@@ -67,7 +71,7 @@ func (d *Detector) catastrophe(end int64, cells []*agg, now time.Time) []Finding
 			continue
 		}
 		bad = min(bad, exposed)
-		control := d.catControl(g, groups, order)
+		control := d.catControl(g, groups, order, drained)
 		rate := float64(bad) / float64(exposed)
 		lower := klLowerBound(float64(bad), float64(exposed), d.cfg.CatastropheDelta)
 		if rate-control >= d.cfg.CatastropheRate && lower > control {
@@ -167,12 +171,33 @@ func (d *Detector) draining(g *catGroup) bool {
 	return false
 }
 
+// drainedBuilds are the OS builds of cells that a known platform rollout
+// replaces. As the update moves devices off such a build, those left on it
+// are the ones that have not taken it yet and the ones that fell silent
+// (switched off) before they could: silence there is survivorship, so the
+// catastrophe rule counts only boot failures on it.
+func (d *Detector) drainedBuilds(cells []*agg) map[string]bool {
+	out := map[string]bool{}
+	for _, ro := range d.st.Rollouts {
+		if !d.isPlatform(ro.Product) || ro.Previous == "" {
+			continue
+		}
+		prev := &rollout{ContentVersion: ro.Previous}
+		for _, a := range cells {
+			if deploysBuild(prev, a.OSBuild) {
+				out[a.OSBuild] = true
+			}
+		}
+	}
+	return out
+}
+
 // catControl is the (boot failures + silent) / exposed rate of the control
 // of g: the same publisher's other content versions of the product on the
 // same build in the same window (the previous version when the rollout
 // names one and it is present), or DefaultSilentRate when the control has
 // fewer than CatastropheMinExposed devices.
-func (d *Detector) catControl(g *catGroup, groups map[string]*catGroup, order []string) float64 {
+func (d *Detector) catControl(g *catGroup, groups map[string]*catGroup, order []string, drained map[string]bool) float64 {
 	prev := ""
 	if ro := d.st.Rollouts[g.rid]; ro != nil {
 		prev = ro.Previous
@@ -184,11 +209,15 @@ func (d *Detector) catControl(g *catGroup, groups map[string]*catGroup, order []
 			continue
 		}
 		for _, a := range o.cells {
+			b := a.Fail[ftBoot]
+			if !drained[a.OSBuild] {
+				b += a.Silent
+			}
 			exp += a.Exposed
-			bad += a.Fail[ftBoot] + a.Silent
+			bad += b
 			if prev != "" && a.ContentVersion == prev {
 				expPrev += a.Exposed
-				badPrev += a.Fail[ftBoot] + a.Silent
+				badPrev += b
 			}
 		}
 	}
