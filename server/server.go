@@ -92,6 +92,9 @@ type Config struct {
 	TokenMaxTTL time.Duration
 	// NoDetector turns the hub's detector off (it is on by default).
 	NoDetector bool
+	// ReadinessInterval is how often the hub checks that JetStream answers,
+	// for its readiness (grpc.health.v1 and /readyz; default 5s).
+	ReadinessInterval time.Duration
 	// ShutdownTimeout bounds the graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
 	// Logger (default slog.Default()).
@@ -124,6 +127,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	if cfg.ReadinessInterval <= 0 {
+		cfg.ReadinessInterval = 5 * time.Second
 	}
 	if cfg.NATSReplicas <= 0 {
 		cfg.NATSReplicas = 3
@@ -312,6 +318,8 @@ func (s *Server) Run(ctx context.Context) error {
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
+	// Serving only while NATS and JetStream are there.
+	ready := newReadiness(nc, b.JetStream(), hs, phxServices(gs.GetServiceInfo()), cfg.ReadinessInterval, s.log, promReg)
 
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -345,6 +353,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if cfg.MetricsListen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/readyz", ready.ServeReady)
+		mux.HandleFunc("/livez", serveLive)
 		mlis, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
 			gs.Stop()
@@ -408,7 +418,10 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}
 	})
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	readyCtx, stopReady := context.WithCancel(ctx)
+	defer stopReady()
+	ready.check(ctx)
+	wg.Go(func() { ready.Run(readyCtx) })
 	mode := "embedded"
 	if cfg.NATSURL != "" {
 		mode = "external " + redactURLs(cfg.NATSURL)
@@ -424,7 +437,8 @@ func (s *Server) Run(ctx context.Context) error {
 
 	// Graceful shutdown.
 	s.log.Info("shutting down")
-	hs.Shutdown()
+	ready.Shutdown()
+	stopReady()
 	close(draining)
 	stopReload()
 	done := make(chan struct{})
