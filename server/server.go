@@ -320,6 +320,7 @@ func (s *Server) Run(ctx context.Context) error {
 	reflection.Register(gs)
 	// Serving only while NATS and JetStream are there.
 	ready := newReadiness(nc, b.JetStream(), hs, phxServices(gs.GetServiceInfo()), cfg.ReadinessInterval, s.log, promReg)
+	promReg.MustRegister(newStreamCollector(b.JetStream(), 2*time.Second))
 
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
