@@ -6,6 +6,8 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -92,6 +94,9 @@ type Config struct {
 	TokenMaxTTL time.Duration
 	// NoDetector turns the hub's detector off (it is on by default).
 	NoDetector bool
+	// ReadinessInterval is how often the hub checks that JetStream answers,
+	// for its readiness (grpc.health.v1 and /readyz; default 5s).
+	ReadinessInterval time.Duration
 	// ShutdownTimeout bounds the graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
 	// Logger (default slog.Default()).
@@ -109,6 +114,12 @@ type Server struct {
 	bus    *bus.Bus
 	reg    *members.Store
 	tokens *token.Service
+	// hubCert and clientCAs reload on change by themselves (checked at most
+	// once a second, on use); ReloadMembers checks them too, to log.
+	hubCert   *tlsutil.Reloader
+	clientCAs *tlsutil.CAPool
+	seenCert  *tls.Certificate
+	seenCAs   *x509.CertPool
 }
 
 // New checks cfg and returns a Server; Run starts it.
@@ -124,6 +135,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	if cfg.ReadinessInterval <= 0 {
+		cfg.ReadinessInterval = 5 * time.Second
 	}
 	if cfg.NATSReplicas <= 0 {
 		cfg.NATSReplicas = 3
@@ -175,10 +189,11 @@ func (s *Server) Addr() net.Addr {
 	return s.addr
 }
 
-// ReloadMembers re-reads the member registry file and the token keys now.
+// ReloadMembers re-reads the member registry file, the token keys, the
+// hub's certificate and the client CA bundle now, those that changed.
 func (s *Server) ReloadMembers() error {
 	s.mu.Lock()
-	reg, tokens := s.reg, s.tokens
+	reg, tokens, hubCert, clientCAs := s.reg, s.tokens, s.hubCert, s.clientCAs
 	s.mu.Unlock()
 	if reg == nil {
 		return errors.New("server not running")
@@ -194,6 +209,33 @@ func (s *Server) ReloadMembers() error {
 			err = errors.Join(err, fmt.Errorf("token keys: %w", kerr))
 		} else if after.Kid != before.Kid || !slices.Equal(after.Kids(), before.Kids()) {
 			s.log.Info("token keys reloaded", "signing", after.Kid, "verifying", after.Kids())
+		}
+	}
+	if hubCert != nil {
+		if _, cerr := hubCert.Reload(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("hub certificate (the last good one is served): %w", cerr))
+		}
+		// Compared with what this last saw: a handshake may have loaded it.
+		cur, _ := hubCert.GetCertificate(nil)
+		s.mu.Lock()
+		changed := s.seenCert != nil && s.seenCert != cur
+		s.seenCert = cur
+		s.mu.Unlock()
+		if changed {
+			s.log.Info("hub certificate reloaded", "file", s.cfg.TLSCert)
+		}
+	}
+	if clientCAs != nil {
+		if _, cerr := clientCAs.Reload(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("client CA bundle (the last good one is trusted): %w", cerr))
+		}
+		cur := clientCAs.Pool()
+		s.mu.Lock()
+		changed := s.seenCAs != nil && s.seenCAs != cur
+		s.seenCAs = cur
+		s.mu.Unlock()
+		if changed {
+			s.log.Info("client CA bundle reloaded", "file", s.cfg.ClientCA)
 		}
 	}
 	return err
@@ -217,10 +259,16 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("members: %w", err)
 	}
-	tlsCfg, err := tlsutil.ServerConfig(cfg.TLSCert, cfg.TLSKey, cfg.ClientCA)
+	// The hub's certificate and the client CA bundle follow their files.
+	hubCert, err := tlsutil.NewReloader(cfg.TLSCert, cfg.TLSKey)
 	if err != nil {
-		return err
+		return fmt.Errorf("server certificate: %w", err)
 	}
+	clientCAs, err := tlsutil.NewCAPool(cfg.ClientCA)
+	if err != nil {
+		return fmt.Errorf("client CA: %w", err)
+	}
+	tlsCfg := tlsutil.ServerConfigFrom(hubCert, clientCAs)
 
 	// NATS: embedded (in-process) or external.
 	var (
@@ -275,19 +323,16 @@ func (s *Server) Run(ctx context.Context) error {
 	auditLog := audit.New(b.JetStream(), b.Stream(bus.StreamAudit), audit.Config{Logger: s.log})
 	s.mu.Lock()
 	s.bus, s.reg, s.tokens = b, reg, tokens
+	s.hubCert, s.clientCAs = hubCert, clientCAs
 	s.mu.Unlock()
 
-	roots, err := tlsutil.CertPool(cfg.ClientCA)
-	if err != nil {
-		return err
-	}
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	draining := make(chan struct{})
 	api := grpcapi.New(grpcapi.Config{
 		Bus:           b,
 		Registry:      reg,
-		Authenticator: authn.New(roots, reg).WithTokens(tokens, ledger),
+		Authenticator: authn.NewReloading(clientCAs.Pool, reg).WithTokens(tokens, ledger),
 		Tokens:        tokens,
 		Ledger:        ledger,
 		TokenMaxTTL:   cfg.TokenMaxTTL,
@@ -312,6 +357,9 @@ func (s *Server) Run(ctx context.Context) error {
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
+	// Serving only while NATS and JetStream are there.
+	ready := newReadiness(nc, b.JetStream(), hs, phxServices(gs.GetServiceInfo()), cfg.ReadinessInterval, s.log, promReg)
+	promReg.MustRegister(newStreamCollector(b.JetStream(), 2*time.Second))
 
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -345,6 +393,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if cfg.MetricsListen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/readyz", ready.ServeReady)
+		mux.HandleFunc("/livez", serveLive)
 		mlis, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
 			gs.Stop()
@@ -392,7 +442,8 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		})
 	}
-	// Reload the member registry when its file changes.
+	// Reload the member registry, the token keys, the hub certificate and
+	// the client CA bundle when their files change.
 	reloadCtx, stopReload := context.WithCancel(ctx)
 	wg.Go(func() {
 		t := time.NewTicker(2 * time.Second)
@@ -403,12 +454,15 @@ func (s *Server) Run(ctx context.Context) error {
 				return
 			case <-t.C:
 				if err := s.ReloadMembers(); err != nil {
-					s.log.Warn("member registry not reloaded", "err", err)
+					s.log.Warn("reload", "err", err)
 				}
 			}
 		}
 	})
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	readyCtx, stopReady := context.WithCancel(ctx)
+	defer stopReady()
+	ready.check(ctx)
+	wg.Go(func() { ready.Run(readyCtx) })
 	mode := "embedded"
 	if cfg.NATSURL != "" {
 		mode = "external " + redactURLs(cfg.NATSURL)
@@ -424,7 +478,8 @@ func (s *Server) Run(ctx context.Context) error {
 
 	// Graceful shutdown.
 	s.log.Info("shutting down")
-	hs.Shutdown()
+	ready.Shutdown()
+	stopReady()
 	close(draining)
 	stopReload()
 	done := make(chan struct{})

@@ -216,49 +216,115 @@ type Reloader struct {
 // NewReloader loads the pair once and returns a Reloader.
 func NewReloader(certFile, keyFile string) (*Reloader, error) {
 	r := &Reloader{certFile: certFile, keyFile: keyFile}
-	if _, err := r.get(true); err != nil {
+	if _, err := r.Reload(); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
-func (r *Reloader) get(force bool) (*tls.Certificate, error) {
+// Reload re-reads the pair now if either file changed. A pair that does not
+// load (missing, unparsable, or a key that does not match: say, halfway
+// through replacing both files) leaves the last good pair in place and
+// returns the error.
+func (r *Reloader) Reload() (changed bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !force && time.Since(r.checked) < time.Second {
-		return r.cert, nil
-	}
+	return r.reloadLocked()
+}
+
+func (r *Reloader) reloadLocked() (bool, error) {
 	r.checked = time.Now()
 	sc, err1 := os.Stat(r.certFile)
 	sk, err2 := os.Stat(r.keyFile)
 	if err := errors.Join(err1, err2); err != nil {
-		if r.cert != nil {
-			return r.cert, nil // keep serving the last good pair
-		}
-		return nil, err
+		return false, err
 	}
 	if r.cert != nil && sc.ModTime().Equal(r.modCert) && sk.ModTime().Equal(r.modKey) {
-		return r.cert, nil
+		return false, nil
 	}
 	pair, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
 	if err != nil {
-		if r.cert != nil {
-			return r.cert, nil
-		}
-		return nil, err
+		return false, err
 	}
 	r.cert, r.modCert, r.modKey = &pair, sc.ModTime(), sk.ModTime()
+	return true, nil
+}
+
+// get returns the current pair, checking the files at most once a second.
+func (r *Reloader) get() (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.checked) >= time.Second {
+		_, _ = r.reloadLocked() // on error, keep serving the last good pair
+	}
 	return r.cert, nil
 }
 
 // GetCertificate implements tls.Config.GetCertificate.
 func (r *Reloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return r.get(false)
+	return r.get()
 }
 
 // GetClientCertificate implements tls.Config.GetClientCertificate.
 func (r *Reloader) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-	return r.get(false)
+	return r.get()
+}
+
+// CAPool serves a bundle of CA certificates from a file and re-reads it
+// when the file changes, so a CA can be added to or removed from the bundle
+// without a restart.
+type CAPool struct {
+	file    string
+	mu      sync.Mutex
+	pool    *x509.CertPool
+	mod     time.Time
+	size    int64
+	checked time.Time
+}
+
+// NewCAPool loads the bundle once and returns a CAPool.
+func NewCAPool(file string) (*CAPool, error) {
+	c := &CAPool{file: file}
+	if _, err := c.Reload(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Reload re-reads the bundle now if the file changed. A bundle that does not
+// load leaves the last good one in place and returns the error.
+func (c *CAPool) Reload() (changed bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reloadLocked()
+}
+
+func (c *CAPool) reloadLocked() (bool, error) {
+	c.checked = time.Now()
+	st, err := os.Stat(c.file)
+	if err != nil {
+		return false, err
+	}
+	if c.pool != nil && st.ModTime().Equal(c.mod) && st.Size() == c.size {
+		return false, nil
+	}
+	pool, err := CertPool(c.file)
+	if err != nil {
+		return false, err
+	}
+	c.pool, c.mod, c.size = pool, st.ModTime(), st.Size()
+	return true, nil
+}
+
+// Pool returns the current bundle, checking the file at most once a second.
+// A new bundle is a new *x509.CertPool, so callers can tell by pointer.
+func (c *CAPool) Pool() *x509.CertPool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.checked) >= time.Second {
+		_, _ = c.reloadLocked() // on error, keep the last good bundle
+	}
+	return c.pool
 }
 
 // ServerConfig returns a TLS 1.3 server configuration serving certFile/keyFile
@@ -271,17 +337,41 @@ func ServerConfig(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server certificate: %w", err)
 	}
-	pool, err := CertPool(clientCAFile)
+	cas, err := NewCAPool(clientCAFile)
 	if err != nil {
 		return nil, fmt.Errorf("client CA: %w", err)
 	}
-	return &tls.Config{
+	return ServerConfigFrom(r, cas), nil
+}
+
+// ServerConfigFrom is ServerConfig with the certificate and the client CA
+// bundle given as reloading sources. Each handshake presents the current
+// certificate and names the current CAs in its certificate request (clients
+// that hold several certificates pick by them).
+func ServerConfigFrom(cert *Reloader, clientCAs *CAPool) *tls.Config {
+	base := &tls.Config{
 		MinVersion:     tls.VersionTLS13,
-		GetCertificate: r.GetCertificate,
-		ClientCAs:      pool,
+		GetCertificate: cert.GetCertificate,
+		ClientCAs:      clientCAs.Pool(),
 		ClientAuth:     tls.RequestClientCert,
 		NextProtos:     []string{"h2"},
-	}, nil
+	}
+	var (
+		mu      sync.Mutex
+		current = base
+	)
+	cfg := base.Clone()
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		pool := clientCAs.Pool()
+		mu.Lock()
+		defer mu.Unlock()
+		if current.ClientCAs != pool {
+			current = base.Clone()
+			current.ClientCAs = pool
+		}
+		return current, nil
+	}
+	return cfg
 }
 
 // ClientConfig returns a TLS 1.3 client configuration trusting caFile and,

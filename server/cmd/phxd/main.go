@@ -127,7 +127,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	go func() {
 		for range hup {
 			if err := srv.ReloadMembers(); err != nil {
-				cfg.Logger.Warn("reload members and token keys", "err", err)
+				cfg.Logger.Warn("reload members, token keys and certificates", "err", err)
 			}
 		}
 	}()

@@ -68,7 +68,7 @@ func FromContext(ctx context.Context) (*Identity, bool) {
 // their bearer tokens against the hub's keys and revocations, and maps them
 // to members.
 type Authenticator struct {
-	roots    *x509.CertPool
+	roots    func() *x509.CertPool
 	registry *members.Store
 	now      func() time.Time
 	tokens   *token.Service
@@ -81,10 +81,18 @@ type Authenticator struct {
 type cached struct {
 	spiffe string
 	until  time.Time
+	roots  *x509.CertPool // the bundle it was verified against
 }
 
 // New returns an Authenticator trusting roots for client certificates.
 func New(roots *x509.CertPool, registry *members.Store) *Authenticator {
+	return NewReloading(func() *x509.CertPool { return roots }, registry)
+}
+
+// NewReloading returns an Authenticator trusting, for each call, the CA
+// bundle roots returns then (say tlsutil.CAPool.Pool, which follows its
+// file). A certificate verified against an earlier bundle is verified again.
+func NewReloading(roots func() *x509.CertPool, registry *members.Store) *Authenticator {
 	return &Authenticator{roots: roots, registry: registry, now: time.Now, cache: map[[32]byte]cached{}}
 }
 
@@ -180,11 +188,12 @@ func (a *Authenticator) fromToken(auth []string, certs []*x509.Certificate) (*Id
 // the certificate's hash) and returns the certificate's single URI SAN.
 func (a *Authenticator) verify(leaf *x509.Certificate, intermediates []*x509.Certificate) (string, error) {
 	now := a.now()
+	roots := a.roots()
 	key := sha256.Sum256(leaf.Raw)
 	a.mu.Lock()
 	c, ok := a.cache[key]
 	a.mu.Unlock()
-	if ok && now.Before(c.until) {
+	if ok && now.Before(c.until) && c.roots == roots {
 		return c.spiffe, nil
 	}
 	inter := x509.NewCertPool()
@@ -192,7 +201,7 @@ func (a *Authenticator) verify(leaf *x509.Certificate, intermediates []*x509.Cer
 		inter.AddCert(ic)
 	}
 	if _, err := leaf.Verify(x509.VerifyOptions{
-		Roots:         a.roots,
+		Roots:         roots,
 		Intermediates: inter,
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
@@ -220,7 +229,7 @@ func (a *Authenticator) verify(leaf *x509.Certificate, intermediates []*x509.Cer
 	if len(a.cache) > 10000 {
 		clear(a.cache)
 	}
-	a.cache[key] = cached{spiffe: id, until: until}
+	a.cache[key] = cached{spiffe: id, until: until, roots: roots}
 	a.mu.Unlock()
 	return id, nil
 }

@@ -192,6 +192,10 @@ func (b *Bus) firstAtOrAfter(ctx context.Context, stream string, lo, hi uint64, 
 type FeedMsg struct {
 	Stream FeedStream
 	StoredMsg
+	// Pending is how many messages of the stream, matching the feed's
+	// filter, come after this one (as JetStream counted when it delivered
+	// it): how far behind the reader is.
+	Pending uint64
 }
 
 // Feed reads the requested streams after start and sends their messages to
@@ -236,7 +240,7 @@ func pump(ctx context.Context, f FeedStream, cons jetstream.Consumer, out chan<-
 		if err != nil {
 			return err
 		}
-		fm := FeedMsg{Stream: f, StoredMsg: StoredMsg{Subject: m.Subject(), Seq: md.Sequence.Stream, Time: md.Timestamp, Header: m.Headers(), Data: m.Data()}}
+		fm := FeedMsg{Stream: f, StoredMsg: StoredMsg{Subject: m.Subject(), Seq: md.Sequence.Stream, Time: md.Timestamp, Header: m.Headers(), Data: m.Data()}, Pending: md.NumPending}
 		select {
 		case out <- fm:
 		case <-ctx.Done():

@@ -134,19 +134,21 @@ func (a *API) authenticate(ctx context.Context, method string) (context.Context,
 func (a *API) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 		start := time.Now()
+		var raw error // before it becomes a status, for the metrics
 		defer func() {
 			if r := recover(); r != nil {
 				a.log.Error("panic in handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
-				resp, err = nil, status.Error(codes.Internal, "internal error")
+				resp, err, raw = nil, status.Error(codes.Internal, "internal error"), nil
 			}
 			a.cfg.Metrics.observe(info.FullMethod, status.Code(err), time.Since(start))
+			a.cfg.Metrics.publishCall(info.FullMethod, raw, status.Code(err))
 		}()
-		ctx, err = a.authenticate(ctx, info.FullMethod)
-		if err != nil {
-			return nil, toStatus(err)
+		ctx, raw = a.authenticate(ctx, info.FullMethod)
+		if raw != nil {
+			return nil, toStatus(raw)
 		}
-		resp, err = handler(ctx, req)
-		return resp, toStatus(err)
+		resp, raw = handler(ctx, req)
+		return resp, toStatus(raw)
 	}
 }
 

@@ -144,6 +144,8 @@ func (s *feedSvc) Subscribe(req *phxv1.SubscribeRequest, stream grpc.ServerStrea
 	m := s.a.cfg.Metrics
 	m.subscribers.Inc()
 	defer m.subscribers.Dec()
+	lag, untrack := m.lags.add()
+	defer untrack()
 
 	ctx, cancel := context.WithCancel(ctx)
 	out := make(chan bus.FeedMsg, 256)
@@ -185,6 +187,7 @@ func (s *feedSvc) Subscribe(req *phxv1.SubscribeRequest, stream grpc.ServerStrea
 		select {
 		case fm := <-out:
 			cursor[fm.Stream] = fm.Seq
+			lag.pending[fm.Stream].Store(fm.Pending)
 			env, err := decodeEnvelope(fm.Data)
 			if err != nil {
 				s.a.log.Error("undecodable item in feed", "stream", fm.Stream.StreamName(), "seq", fm.Seq, "err", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
@@ -51,9 +52,12 @@ func (s *healthSvc) PublishSignals(ctx context.Context, req *phxv1.PublishSignal
 	firstOf := make(map[string]int, n)
 	repeats := map[int]int{} // request index → request index of the first
 
+	// why is the metrics' reason for each rejected item.
+	why := make(map[int]string)
 	reject := func(i int, err error) {
 		resp.Results[i].Outcome = phxv1.SignalOutcome_SIGNAL_OUTCOME_REJECTED
 		resp.Results[i].Error = itemError(err)
+		why[i] = rejectReason(err)
 	}
 	for i, sig := range req.Signals {
 		resp.Results[i] = &phxv1.SignalResult{Index: uint32(i), SignalId: sig.GetSignalId()}
@@ -113,6 +117,9 @@ func (s *healthSvc) PublishSignals(ctx context.Context, req *phxv1.PublishSignal
 	for i, first := range repeats {
 		fr := resp.Results[first]
 		resp.Results[i].Outcome, resp.Results[i].Cursor, resp.Results[i].Error = fr.Outcome, fr.Cursor, fr.Error
+		if r, ok := why[first]; ok {
+			why[i] = r
+		}
 		if fr.Outcome == phxv1.SignalOutcome_SIGNAL_OUTCOME_ACCEPTED {
 			resp.Results[i].Outcome = phxv1.SignalOutcome_SIGNAL_OUTCOME_DUPLICATE
 		}
@@ -127,9 +134,15 @@ func (s *healthSvc) PublishSignals(ctx context.Context, req *phxv1.PublishSignal
 			resp.Rejected++
 		}
 	}
-	m := s.a.cfg.Metrics.signals
-	m.WithLabelValues("accepted").Add(float64(resp.Accepted))
-	m.WithLabelValues("duplicate").Add(float64(resp.Duplicates))
-	m.WithLabelValues("rejected").Add(float64(resp.Rejected))
+	m := s.a.cfg.Metrics
+	m.signals.WithLabelValues("accepted").Add(float64(resp.Accepted))
+	m.signals.WithLabelValues("duplicate").Add(float64(resp.Duplicates))
+	m.signals.WithLabelValues("rejected").Add(float64(resp.Rejected))
+	kind := phxv1.Kind_KIND_HEALTH_SIGNAL.String()
+	m.published.WithLabelValues(kind, "accepted").Add(float64(resp.Accepted))
+	m.published.WithLabelValues(kind, "duplicate").Add(float64(resp.Duplicates))
+	for i, reason := range why {
+		m.rejected.WithLabelValues(kind, codes.Code(resp.Results[i].Error.GetCode()).String(), reason).Inc()
+	}
 	return resp, nil
 }
