@@ -14,8 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/phx-exchange/phx/internal/sim"
 	"github.com/phx-exchange/phx/internal/pki"
+	"github.com/phx-exchange/phx/internal/sim"
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
 	"github.com/phx-exchange/phx/sdk"
 )
