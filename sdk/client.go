@@ -248,6 +248,8 @@ func mergeResults(out, resp *phxv1.PublishSignalsResponse, off int) {
 
 // AnnounceRollout registers a new rollout and returns it as stored
 // (revision 1). One request_id is generated per call and reused on retries.
+// With WithOutbox the request is spooled first; if the hub has not answered
+// when the call returns, it returns nil and an error matching ErrQueued.
 func (c *Client) AnnounceRollout(ctx context.Context, r *phxv1.Rollout) (*phxv1.Rollout, error) {
 	req := &phxv1.AnnounceRolloutRequest{Rollout: r, RequestId: newRequestID()}
 	if c.ob != nil {
@@ -266,7 +268,9 @@ func (c *Client) AnnounceRollout(ctx context.Context, r *phxv1.Rollout) (*phxv1.
 // "incident_id") to their values in r, if the stored revision is still
 // expectedRevision; otherwise it fails with ErrFailedPrecondition. It returns
 // the rollout as stored. One request_id is generated per call and reused on
-// retries.
+// retries. With WithOutbox the request is spooled first (see
+// AnnounceRollout); a queued update whose revision is stale by the time it
+// is sent is refused and reported to OutboxOnRefused.
 func (c *Client) UpdateRollout(ctx context.Context, rolloutID string, expectedRevision uint64, r *phxv1.Rollout, paths ...string) (*phxv1.Rollout, error) {
 	m, err := mask(paths)
 	if err != nil {
@@ -318,7 +322,8 @@ func (c *Client) ListRollouts(ctx context.Context, req *phxv1.ListRolloutsReques
 
 // ReportIncident opens an incident and returns it as stored, with the id the
 // hub assigned and revision 1. One request_id is generated per call and
-// reused on retries, so a retry never opens a second incident.
+// reused on retries, so a retry never opens a second incident. With
+// WithOutbox the request is spooled first (see AnnounceRollout).
 func (c *Client) ReportIncident(ctx context.Context, inc *phxv1.Incident) (*phxv1.Incident, error) {
 	req := &phxv1.ReportIncidentRequest{Incident: inc, RequestId: newRequestID()}
 	if c.ob != nil {
@@ -336,7 +341,8 @@ func (c *Client) ReportIncident(ctx context.Context, inc *phxv1.Incident) (*phxv
 // "status", "severity", "title", "impact", "audience") to their values in
 // inc, if the stored revision is still expectedRevision; otherwise it fails
 // with ErrFailedPrecondition. It returns the incident as stored. One
-// request_id is generated per call and reused on retries.
+// request_id is generated per call and reused on retries. With WithOutbox
+// the request is spooled first (see UpdateRollout).
 func (c *Client) UpdateIncident(ctx context.Context, id string, expectedRevision uint64, inc *phxv1.Incident, paths ...string) (*phxv1.Incident, error) {
 	m, err := mask(paths)
 	if err != nil {
