@@ -177,7 +177,9 @@ func waitCount(t *testing.T, l *lines, from, n int, what string, ok func(string)
 	}
 }
 
-func prefixed(p string) func(string) bool { return func(s string) bool { return strings.HasPrefix(s, p) } }
+func prefixed(p string) func(string) bool {
+	return func(s string) bool { return strings.HasPrefix(s, p) }
+}
 
 // reported adds the signal numbers of the calls the child reported as
 // acknowledged or queued to set, and returns the next number after them.
