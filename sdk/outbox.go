@@ -77,8 +77,9 @@ func OutboxMaxBytes(n int64) OutboxOption {
 // OutboxOnRefused calls fn for every spooled signal or request the hub
 // refused for good when no caller was waiting for the answer any more: the
 // call returned ErrQueued, or the entry was spooled by an earlier run of
-// the process. fn runs on the outbox's sending goroutine, so it should
-// return quickly. Without it, refusals are logged (WithLogger) at level
+// the process. fn runs on the outbox's sending goroutine: it should return
+// quickly, and must not make spooled calls of the same Client, which would
+// wait for that goroutine. Without it, refusals are logged (WithLogger) at level
 // warn. A caller that is still waiting gets the refusal as the call's
 // result instead, as without an outbox.
 func OutboxOnRefused(fn func(Refusal)) OutboxOption {
@@ -195,7 +196,11 @@ type entry struct {
 	err      error         // the hub refused the whole request
 	settled  bool
 	waiting  bool // a caller waits for the answer
-	canceled bool // the caller withdrew it before it was sent
+	canceled bool // withdrawn before it was sent
+	// call lists the later entries of the call that spooled e, in order:
+	// when the hub refuses e as a whole while its caller waits, they are
+	// withdrawn, as PublishSignals stops at a refused batch.
+	call []*entry
 }
 
 func newEntry(seq uint64, kind entryKind, req proto.Message, size int64, waiting bool) *entry {
@@ -308,6 +313,7 @@ func (ob *outbox) enqueue(kind entryKind, reqs []proto.Message) ([]*entry, error
 	es := make([]*entry, len(reqs))
 	for i, r := range reqs {
 		es[i] = newEntry(first+uint64(i), kind, r, int64(len(data[i])), true)
+		es[i].call = es[i+1:]
 	}
 	ob.queue = append(ob.queue, es...)
 	ob.bytes += total
@@ -373,20 +379,6 @@ func (ob *outbox) wait(ctx context.Context, es []*entry) (int, error) {
 	return len(es), nil
 }
 
-// withdraw cancels entries whose caller no longer wants them sent (the
-// hub refused an earlier batch of the same call). An entry being sent is
-// sent, and its refusal reported as for an entry nobody waits for.
-func (ob *outbox) withdraw(es []*entry) {
-	ob.mu.Lock()
-	defer ob.mu.Unlock()
-	for _, e := range es {
-		if !e.settled {
-			e.waiting = false
-			e.canceled = true
-		}
-	}
-}
-
 func queuedErr(why error, n int) error {
 	e := &Error{Code: CodeUnavailable, kind: ErrQueued}
 	msg := "the hub has not answered yet"
@@ -419,14 +411,14 @@ func (ob *outbox) head() *entry {
 			return e
 		}
 		ob.mu.Unlock()
-		ob.finish(e, nil, nil)
+		ob.finish(e, false, nil, nil)
 	}
 }
 
 // finish removes the head entry e from the spool and the queue with the
-// hub's answer, wakes its caller, and returns the refusals to report
-// (those nobody waits for).
-func (ob *outbox) finish(e *entry, resp proto.Message, err error) []Refusal {
+// hub's answer (sent false: withdrawn before it was sent), wakes its
+// caller, and returns the refusals to report (those nobody waits for).
+func (ob *outbox) finish(e *entry, sent bool, resp proto.Message, err error) []Refusal {
 	rmErr := ob.sp.remove(e.seq)
 	ob.mu.Lock()
 	defer ob.mu.Unlock()
@@ -440,8 +432,13 @@ func (ob *outbox) finish(e *entry, resp proto.Message, err error) []Refusal {
 		ob.log.Warn("phx: cannot remove an answered request from the outbox", "err", rmErr)
 	}
 	close(e.done)
-	if e.canceled {
+	if !sent {
 		return nil
+	}
+	if err != nil && e.waiting {
+		for _, later := range e.call {
+			later.canceled = true
+		}
 	}
 	refusals := e.refusals()
 	if err == nil {
@@ -647,19 +644,19 @@ func (c *Client) deliver(ctx context.Context, e *entry) ([]Refusal, error) {
 	case *phxv1.UpdateIncidentRequest:
 		resp, err = c.incident.UpdateIncident(ctx, req)
 	default:
-		return c.ob.finish(e, nil, &Error{Code: CodeInternal, Message: fmt.Sprintf("outbox: cannot send %T", req)}), nil
+		return c.ob.finish(e, true, nil, &Error{Code: CodeInternal, Message: fmt.Sprintf("outbox: cannot send %T", req)}), nil
 	}
 	if err != nil {
 		ee := toError(err).(*Error)
 		if outboxRetryable(ee.Code) {
 			return nil, ee
 		}
-		return c.ob.finish(e, nil, ee), nil
+		return c.ob.finish(e, true, nil, ee), nil
 	}
 	if r, ok := resp.(interface{ GetRedactions() []*phxv1.Redaction }); ok {
 		c.redacted(e.kind.method(), r.GetRedactions())
 	}
-	return c.ob.finish(e, resp, nil), nil
+	return c.ob.finish(e, true, resp, nil), nil
 }
 
 // deliverSignals sends the signals of e not answered for good yet.
@@ -684,7 +681,7 @@ func (c *Client) deliverSignals(ctx context.Context, e *entry, req *phxv1.Publis
 		if outboxRetryable(ee.Code) {
 			return nil, ee
 		}
-		return c.ob.finish(e, nil, ee), nil
+		return c.ob.finish(e, true, nil, ee), nil
 	}
 	var again error
 	for _, r := range resp.GetResults() {
@@ -707,7 +704,7 @@ func (c *Client) deliverSignals(ctx context.Context, e *entry, req *phxv1.Publis
 	if again != nil {
 		return nil, again
 	}
-	return c.ob.finish(e, nil, nil), nil
+	return c.ob.finish(e, true, nil, nil), nil
 }
 
 // publishSpooled is PublishSignals through the outbox.
@@ -731,7 +728,7 @@ func (c *Client) publishSpooled(ctx context.Context, signals []*phxv1.HealthSign
 	for i, e := range es[:n] {
 		off := i * MaxBatch
 		if e.err != nil {
-			c.ob.withdraw(es[i+1:])
+			// The later batches were withdrawn unsent.
 			ee := *e.err.(*Error)
 			if off > 0 {
 				ee.Message = fmt.Sprintf("%s (signals %d and after not published)", ee.Message, off)

@@ -599,3 +599,29 @@ func TestOutboxDirInUse(t *testing.T) {
 		t.Fatalf("second client on the same outbox: %v", err)
 	}
 }
+
+// TestOutboxRefusedWholeCall publishes several batches as an org that may
+// not publish: the first batch's refusal is the call's error, the later
+// batches are withdrawn unsent, and nothing is left in the outbox.
+func TestOutboxRefusedWholeCall(t *testing.T) {
+	dir := t.TempDir()
+	var refused int
+	c := client(t, hub, "national-cert", sdk.WithOutbox(dir, sdk.OutboxOnRefused(func(sdk.Refusal) { refused++ })))
+	run := unique()
+	signals := make([]*phxv1.HealthSignal, 2*sdk.MaxBatch+1)
+	for i := range signals {
+		signals[i] = cell(fmt.Sprintf("cert-%s-%d", run, i))
+	}
+	resp, err := c.PublishSignals(context.Background(), signals)
+	if !errors.Is(err, sdk.ErrPermissionDenied) || errors.Is(err, sdk.ErrQueued) || len(resp.GetResults()) != 0 {
+		t.Fatalf("publish as a CERT: %d results, %v", len(resp.GetResults()), err)
+	}
+	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.FlushOutbox(fctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.OutboxStats(); st.Pending != 0 || st.Acknowledged != 0 || st.Refused != sdk.MaxBatch || refused != 0 || len(spoolFiles(t, dir)) != 0 {
+		t.Errorf("stats %+v, %d refusals reported", st, refused)
+	}
+}
