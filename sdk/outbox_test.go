@@ -625,3 +625,34 @@ func TestOutboxRefusedWholeCall(t *testing.T) {
 		t.Errorf("stats %+v, %d refusals reported", st, refused)
 	}
 }
+
+// BenchmarkPublishSignals compares publishing with and without an outbox
+// (one file written and synced per batch), by batch size.
+func BenchmarkPublishSignals(b *testing.B) {
+	for _, size := range []int{1, 100, sdk.MaxBatch} {
+		for _, spool := range []bool{false, true} {
+			name := fmt.Sprintf("batch=%d/outbox=%t", size, spool)
+			b.Run(name, func(b *testing.B) {
+				var opts []sdk.Option
+				if spool {
+					opts = append(opts, sdk.WithOutbox(b.TempDir()))
+				}
+				c := client(b, hub, "contoso", opts...)
+				run := unique()
+				ctx := context.Background()
+				n := 0
+				for b.Loop() {
+					batch := make([]*phxv1.HealthSignal, size)
+					for i := range batch {
+						batch[i] = cell(fmt.Sprintf("bench-%s-%d", run, n))
+						n++
+					}
+					if _, err := c.PublishSignals(ctx, batch); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "signals/s")
+			})
+		}
+	}
+}
