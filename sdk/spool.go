@@ -39,7 +39,7 @@ import (
 //	kind    uint8   (entryKind)
 //	_       [3]byte zero
 //	length  uint32  big endian, of the payload
-//	crc     uint32  big endian, CRC-32C of the payload
+//	crc     uint32  big endian, CRC-32C of kind, the three zero bytes and the payload
 //	payload [length]byte
 
 const (
@@ -109,8 +109,14 @@ func encodeEntry(kind entryKind, req proto.Message) ([]byte, error) {
 	copy(b, spoolMagic)
 	b[8] = byte(kind)
 	binary.BigEndian.PutUint32(b[12:], uint32(len(payload)))
-	binary.BigEndian.PutUint32(b[16:], crc32.Checksum(payload, crcTable))
+	binary.BigEndian.PutUint32(b[16:], entryCRC(b[8:12], payload))
 	return append(b, payload...), nil
+}
+
+// entryCRC is the checksum of a request file: its kind and reserved bytes,
+// then its payload.
+func entryCRC(kind, payload []byte) uint32 {
+	return crc32.Update(crc32.Checksum(kind, crcTable), crcTable, payload)
 }
 
 // decodeEntry checks and decodes a request file.
@@ -131,7 +137,7 @@ func decodeEntry(b []byte) (entryKind, proto.Message, error) {
 		return 0, nil, fmt.Errorf("payload of %d bytes, header says %d (partial write?)", len(b)-spoolHeader, n)
 	}
 	payload := b[spoolHeader:]
-	if crc32.Checksum(payload, crcTable) != binary.BigEndian.Uint32(b[16:]) {
+	if entryCRC(b[8:12], payload) != binary.BigEndian.Uint32(b[16:]) {
 		return 0, nil, errors.New("checksum mismatch")
 	}
 	if err := proto.Unmarshal(payload, req); err != nil {
