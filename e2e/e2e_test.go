@@ -24,6 +24,9 @@ import (
 var bin string // directory holding the built phxd and phx
 
 func TestMain(m *testing.M) {
+	if os.Getenv(envPublisher) != "" {
+		os.Exit(publisherMain())
+	}
 	dir, err := os.MkdirTemp("", "phx-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

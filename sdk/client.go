@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -34,6 +35,15 @@ type Client struct {
 	target string
 	retry  retryPolicy
 	log    *slog.Logger
+
+	// ob is the outbox (WithOutbox), nil without one; its sender runs
+	// until obStop, and obDone is closed when it has returned.
+	ob        *outbox
+	obStop    context.CancelFunc
+	obDone    chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+
 	// onRedact reports identifiers the hub removed from free text.
 	onRedact func(method string, redactions []*phxv1.Redaction)
 
@@ -52,6 +62,16 @@ type Client struct {
 // hub's certificate is verified against the system roots and no client
 // certificate is presented. New does not wait for the connection: the first
 // call connects.
+//
+// target may name several hub replicas separated by commas
+// ("hub1.example:7443,hub2.example:7443"). The client then keeps one
+// connection, to the first replica that answers in that order, and moves
+// to the next when it breaks; each replica's certificate is verified
+// against its own host name. Calls that fail while it moves are retried
+// as usual (WithRetry).
+//
+// With WithOutbox, New opens the outbox directory, and a goroutine of the
+// Client starts sending what an earlier run left there.
 func New(target string, opts ...Option) (*Client, error) {
 	o := defaultOptions()
 	for _, opt := range opts {
@@ -94,12 +114,17 @@ func New(target string, opts ...Option) (*Client, error) {
 	if o.token != "" {
 		dial = append(dial, grpc.WithPerRPCCredentials(tokenCreds(o.token)))
 	}
-	dial = append(dial, o.dialOptions...)
-	conn, err := grpc.NewClient(target, dial...)
+	dialTarget, hubOpts, err := hubsTarget(target)
 	if err != nil {
 		return nil, fmt.Errorf("phx sdk: %w", err)
 	}
-	return &Client{
+	dial = append(dial, hubOpts...)
+	dial = append(dial, o.dialOptions...)
+	conn, err := grpc.NewClient(dialTarget, dial...)
+	if err != nil {
+		return nil, fmt.Errorf("phx sdk: %w", err)
+	}
+	c := &Client{
 		conn:     conn,
 		target:   target,
 		retry:    o.retry,
@@ -112,14 +137,45 @@ func New(target string, opts ...Option) (*Client, error) {
 		feed:     phxv1.NewFeedServiceClient(conn),
 		tokens:   phxv1.NewTokenServiceClient(conn),
 		audit:    phxv1.NewAuditServiceClient(conn),
-	}, nil
+	}
+	if o.outbox != nil {
+		ob, err := openOutbox(o.outbox, o.logger)
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("phx sdk: outbox: %w", err)
+		}
+		for _, q := range ob.quarantined {
+			o.logger.Warn("phx: damaged outbox file quarantined", "file", q)
+		}
+		ctx, stop := context.WithCancel(context.Background())
+		c.ob, c.obStop, c.obDone = ob, stop, make(chan struct{})
+		go func() {
+			defer close(c.obDone)
+			c.runOutbox(ctx)
+		}()
+	}
+	return c, nil
 }
 
-// Target returns the address the client connects to.
+// Target returns the address the client connects to, as given to New.
 func (c *Client) Target() string { return c.target }
 
 // Close closes the connection. Calls and subscriptions in progress fail.
-func (c *Client) Close() error { return c.conn.Close() }
+// With WithOutbox it first stops sending: what is still spooled stays in
+// the directory for the next Client that opens it (FlushOutbox waits for
+// it to be sent first).
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		var obErr error
+		if c.ob != nil {
+			c.obStop()
+			<-c.obDone
+			obErr = c.ob.close()
+		}
+		c.closeErr = errors.Join(c.conn.Close(), obErr)
+	})
+	return c.closeErr
+}
 
 // newRequestID returns a fresh idempotency key for one logical mutation.
 func newRequestID() string {
@@ -153,7 +209,15 @@ func (c *Client) WhoAmI(ctx context.Context) (*phxv1.WhoAmIResponse, error) {
 // If a batch fails as a whole, PublishSignals returns the merged response of
 // the batches before it together with the error; publishing the same slice
 // again is safe.
+//
+// With WithOutbox every batch is spooled before it is sent. If the hub has
+// not answered every batch when PublishSignals returns, the error matches
+// ErrQueued and the response holds the batches answered so far; the others
+// are sent later (see WithOutbox).
 func (c *Client) PublishSignals(ctx context.Context, signals []*phxv1.HealthSignal) (*phxv1.PublishSignalsResponse, error) {
+	if c.ob != nil {
+		return c.publishSpooled(ctx, signals)
+	}
 	out := &phxv1.PublishSignalsResponse{Results: make([]*phxv1.SignalResult, 0, len(signals))}
 	for off := 0; off < len(signals); off += MaxBatch {
 		batch := signals[off:min(off+MaxBatch, len(signals))]
@@ -184,8 +248,14 @@ func mergeResults(out, resp *phxv1.PublishSignalsResponse, off int) {
 
 // AnnounceRollout registers a new rollout and returns it as stored
 // (revision 1). One request_id is generated per call and reused on retries.
+// With WithOutbox the request is spooled first; if the hub has not answered
+// when the call returns, it returns nil and an error matching ErrQueued.
 func (c *Client) AnnounceRollout(ctx context.Context, r *phxv1.Rollout) (*phxv1.Rollout, error) {
 	req := &phxv1.AnnounceRolloutRequest{Rollout: r, RequestId: newRequestID()}
+	if c.ob != nil {
+		resp, err := writeSpooled[*phxv1.AnnounceRolloutResponse](ctx, c, kindAnnounceRollout, req)
+		return resp.GetRollout(), err
+	}
 	resp, err := invoke(ctx, c, "AnnounceRollout", func(ctx context.Context) (*phxv1.AnnounceRolloutResponse, error) {
 		return c.rollouts.AnnounceRollout(ctx, req)
 	})
@@ -198,7 +268,9 @@ func (c *Client) AnnounceRollout(ctx context.Context, r *phxv1.Rollout) (*phxv1.
 // "incident_id") to their values in r, if the stored revision is still
 // expectedRevision; otherwise it fails with ErrFailedPrecondition. It returns
 // the rollout as stored. One request_id is generated per call and reused on
-// retries.
+// retries. With WithOutbox the request is spooled first (see
+// AnnounceRollout); a queued update whose revision is stale by the time it
+// is sent is refused and reported to OutboxOnRefused.
 func (c *Client) UpdateRollout(ctx context.Context, rolloutID string, expectedRevision uint64, r *phxv1.Rollout, paths ...string) (*phxv1.Rollout, error) {
 	m, err := mask(paths)
 	if err != nil {
@@ -210,6 +282,10 @@ func (c *Client) UpdateRollout(ctx context.Context, rolloutID string, expectedRe
 		Rollout:          r,
 		UpdateMask:       m,
 		RequestId:        newRequestID(),
+	}
+	if c.ob != nil {
+		resp, err := writeSpooled[*phxv1.UpdateRolloutResponse](ctx, c, kindUpdateRollout, req)
+		return resp.GetRollout(), err
 	}
 	resp, err := invoke(ctx, c, "UpdateRollout", func(ctx context.Context) (*phxv1.UpdateRolloutResponse, error) {
 		return c.rollouts.UpdateRollout(ctx, req)
@@ -246,9 +322,14 @@ func (c *Client) ListRollouts(ctx context.Context, req *phxv1.ListRolloutsReques
 
 // ReportIncident opens an incident and returns it as stored, with the id the
 // hub assigned and revision 1. One request_id is generated per call and
-// reused on retries, so a retry never opens a second incident.
+// reused on retries, so a retry never opens a second incident. With
+// WithOutbox the request is spooled first (see AnnounceRollout).
 func (c *Client) ReportIncident(ctx context.Context, inc *phxv1.Incident) (*phxv1.Incident, error) {
 	req := &phxv1.ReportIncidentRequest{Incident: inc, RequestId: newRequestID()}
+	if c.ob != nil {
+		resp, err := writeSpooled[*phxv1.ReportIncidentResponse](ctx, c, kindReportIncident, req)
+		return resp.GetIncident(), err
+	}
 	resp, err := invoke(ctx, c, "ReportIncident", func(ctx context.Context) (*phxv1.ReportIncidentResponse, error) {
 		return c.incident.ReportIncident(ctx, req)
 	})
@@ -260,7 +341,8 @@ func (c *Client) ReportIncident(ctx context.Context, inc *phxv1.Incident) (*phxv
 // "status", "severity", "title", "impact", "audience") to their values in
 // inc, if the stored revision is still expectedRevision; otherwise it fails
 // with ErrFailedPrecondition. It returns the incident as stored. One
-// request_id is generated per call and reused on retries.
+// request_id is generated per call and reused on retries. With WithOutbox
+// the request is spooled first (see UpdateRollout).
 func (c *Client) UpdateIncident(ctx context.Context, id string, expectedRevision uint64, inc *phxv1.Incident, paths ...string) (*phxv1.Incident, error) {
 	m, err := mask(paths)
 	if err != nil {
@@ -272,6 +354,10 @@ func (c *Client) UpdateIncident(ctx context.Context, id string, expectedRevision
 		Incident:         inc,
 		UpdateMask:       m,
 		RequestId:        newRequestID(),
+	}
+	if c.ob != nil {
+		resp, err := writeSpooled[*phxv1.UpdateIncidentResponse](ctx, c, kindUpdateIncident, req)
+		return resp.GetIncident(), err
 	}
 	resp, err := invoke(ctx, c, "UpdateIncident", func(ctx context.Context) (*phxv1.UpdateIncidentResponse, error) {
 		return c.incident.UpdateIncident(ctx, req)

@@ -45,7 +45,16 @@
 //	}
 //
 // sdk.New("", sdk.FromEnv()) reads the hub address and credentials from
-// PHX_HUB, PHX_CA, PHX_CERT, PHX_KEY and PHX_TOKEN.
+// PHX_HUB, PHX_CA, PHX_CERT, PHX_KEY and PHX_TOKEN. A target may list
+// several hub replicas separated by commas; the client fails over between
+// them.
+//
+// With WithOutbox, signals, rollouts and incidents are written durably to a
+// local directory before they are sent and removed only once the hub has
+// answered, so nothing is lost while the hub is away or when the process
+// dies: a call that could not be acknowledged returns an error matching
+// ErrQueued, and the Client sends the request later with the same
+// idempotency key.
 //
 // Every method returns errors of type *Error; test them with errors.Is
 // against ErrNotFound, ErrPermissionDenied, ErrFailedPrecondition and the

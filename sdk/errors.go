@@ -136,6 +136,9 @@ type Error struct {
 	Violations []FieldViolation
 
 	st *status.Status
+	// kind is a further sentinel the error matches besides its code's
+	// (ErrQueued, ErrOutboxFull).
+	kind error
 }
 
 // Error formats the error as "<code>: <field>: <message>", e.g.
@@ -157,9 +160,12 @@ func (e *Error) Error() string {
 
 // Is reports whether target is the sentinel error of e's code (for example
 // ErrNotFound), or, for CodeCanceled and CodeDeadlineExceeded, the matching
-// context error.
+// context error. Errors of the outbox also match ErrQueued or ErrOutboxFull.
 func (e *Error) Is(target error) bool {
 	if s, ok := sentinels[e.Code]; ok && s == target {
+		return true
+	}
+	if e.kind != nil && e.kind == target {
 		return true
 	}
 	switch e.Code {

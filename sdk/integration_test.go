@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -490,5 +493,62 @@ func TestAudit(t *testing.T) {
 	}
 	if _, err := vendor.VerifyAudit(ctx, nil); !errors.Is(err, sdk.ErrPermissionDenied) {
 		t.Errorf("VerifyAudit as a vendor: %v", err)
+	}
+}
+
+// TestSeveralHubs gives the client two hub replicas: when the one it uses
+// stops, calls go to the other.
+func TestSeveralHubs(t *testing.T) {
+	a := servertest.Start(t)
+	// b shares a's dev PKI and member registry, as replicas share a CA.
+	dirB := t.TempDir()
+	if err := os.CopyFS(filepath.Join(dirB, "pki"), os.DirFS(a.PKI.Dir())); err != nil {
+		t.Fatal(err)
+	}
+	members, err := os.ReadFile(a.PKI.Members())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dirB, "members.json"), members, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := servertest.Start(t, servertest.WithDataDir(dirB))
+	_, portB, _ := net.SplitHostPort(b.Addr)
+	// Each replica's certificate is checked against its own name.
+	target := a.Addr + ", localhost:" + portB
+	c, err := sdk.New(target, sdk.WithCertFiles(a.PKI.CACert(), a.PKI.OrgCert("contoso"), a.PKI.OrgKey("contoso")),
+		sdk.WithRetry(10, 20*time.Millisecond, 200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Target() != target {
+		t.Errorf("Target() = %q", c.Target())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run := unique()
+	if _, err := c.PublishSignals(ctx, []*phxv1.HealthSignal{cell("hubs-" + run + "-a")}); err != nil {
+		t.Fatal(err)
+	}
+	a.Stop()
+	if _, err := c.WhoAmI(ctx); err != nil {
+		t.Fatalf("WhoAmI with the first hub down: %v", err)
+	}
+	if _, err := c.PublishSignals(ctx, []*phxv1.HealthSignal{cell("hubs-" + run + "-b")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := stored(t, b, "hubs-"+run); len(got) != 1 || got["hubs-"+run+"-b"] != 1 {
+		t.Errorf("second hub stored %v", got)
+	}
+	a.Restart(t)
+	if got := stored(t, a, "hubs-"+run); len(got) != 1 || got["hubs-"+run+"-a"] != 1 {
+		t.Errorf("first hub stored %v", got)
+	}
+
+	for _, bad := range []string{"127.0.0.1:1,no-port", " , "} {
+		if _, err := sdk.New(bad, sdk.FromEnv()); err == nil {
+			t.Errorf("New(%q) succeeded", bad)
+		}
 	}
 }

@@ -21,7 +21,7 @@ const DefaultHub = "127.0.0.1:7443"
 
 // Environment variables read by FromEnv.
 const (
-	EnvHub   = "PHX_HUB"   // hub address, host:port
+	EnvHub   = "PHX_HUB"   // hub address, host:port, or several separated by commas
 	EnvCA    = "PHX_CA"    // PEM file of the CA that signed the hub's certificate
 	EnvCert  = "PHX_CERT"  // PEM file of the client certificate (mTLS)
 	EnvKey   = "PHX_KEY"   // PEM file of the client certificate's key
@@ -50,6 +50,7 @@ type options struct {
 	dialOptions []grpc.DialOption
 	logger      *slog.Logger
 	onRedact    func(method string, redactions []*phxv1.Redaction)
+	outbox      *outboxOptions
 }
 
 func defaultOptions() *options {

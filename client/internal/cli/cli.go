@@ -143,7 +143,7 @@ const EnvDataDir = "PHX_DATA_DIR"
 const DefaultDataDir = "./phx-data"
 
 func globalFlags(fs *flag.FlagSet, g *globals) {
-	fs.StringVar(&g.hub, "hub", "", "hub `address`, host:port (env PHX_HUB, default "+sdk.DefaultHub+")")
+	fs.StringVar(&g.hub, "hub", "", "hub `address`, host:port, or several separated by commas for failover (env PHX_HUB, default "+sdk.DefaultHub+")")
 	fs.StringVar(&g.ca, "ca", "", "`file` of the CA certificate that verifies the hub (env PHX_CA)")
 	fs.StringVar(&g.cert, "cert", "", "client certificate `file` (env PHX_CERT)")
 	fs.StringVar(&g.key, "key", "", "client key `file` (env PHX_KEY)")

@@ -83,6 +83,12 @@ func TestEnvironmentAndFlags(t *testing.T) {
 	if err != nil || !strings.Contains(out, "contoso") {
 		t.Errorf("--as with PHX_DATA_DIR: %v\n%s", err, out)
 	}
+	// Several hubs in PHX_HUB: the first is not there, the second answers.
+	t.Setenv("PHX_HUB", "127.0.0.1:1,"+hub.Addr)
+	out, _, err = phx(t, "--as", "contoso", "whoami")
+	if err != nil || !strings.Contains(out, "contoso") {
+		t.Errorf("PHX_HUB with two hubs, the first down: %v\n%s", err, out)
+	}
 	// A hub that is not there: one line, unavailable.
 	_, _, err = phx(t, "--hub", "127.0.0.1:1", "--as", "contoso", "--timeout", "3s", "whoami")
 	if !errors.Is(err, sdk.ErrUnavailable) && !errors.Is(err, sdk.ErrDeadlineExceeded) || !strings.Contains(err.Error(), "cannot reach the hub at 127.0.0.1:1: dial tcp") {
