@@ -185,7 +185,8 @@ func pick(r *rand.Rand, n int, weight func(int) float64) int {
 
 // populate draws the vendor's tenants and devices.
 func (f *fleet) populate(r *rand.Rand, p *Params) {
-	f.devs = make([]device, 0, p.Devices)
+	n := p.devicesOf(f.v.Org)
+	f.devs = make([]device, 0, n)
 	spread := int(p.AdoptSpread / time.Minute)
 	ringOf := func() uint8 {
 		u := r.Float64()
@@ -196,9 +197,9 @@ func (f *fleet) populate(r *rand.Rand, p *Params) {
 		}
 		return 3
 	}
-	for len(f.devs) < p.Devices {
+	for len(f.devs) < n {
 		size := int(math.Round(math.Exp(math.Log(p.TenantMedian) + p.TenantSigma*r.NormFloat64())))
-		size = min(max(size, p.TenantMin), p.TenantMax, p.Devices-len(f.devs))
+		size = min(max(size, p.TenantMin), p.TenantMax, n-len(f.devs))
 		home := pick(r, len(regions), func(i int) float64 { return regions[i].Share })
 		t := int32(len(f.tenants))
 		f.tenants = append(f.tenants, fmt.Sprintf("%s-tenant-%05d", f.v.Org, t))

@@ -147,6 +147,8 @@ var rings = []phxv1.Ring{phxv1.Ring_RING_INTERNAL, phxv1.Ring_RING_CANARY, phxv1
 type Params struct {
 	// Devices per vendor.
 	Devices int
+	// DevicesOf overrides Devices for the vendors it names (by org).
+	DevicesOf map[string]int
 	// RingShares are the shares of devices in the internal, canary and
 	// early rings; broad has the rest. Each device has one ring for its
 	// vendor's updates and, drawn apart, one for Windows updates.
@@ -249,10 +251,18 @@ func DefaultParams() Params {
 	}
 }
 
+// devicesOf returns how many devices org has.
+func (p *Params) devicesOf(org string) int {
+	if n, ok := p.DevicesOf[org]; ok {
+		return n
+	}
+	return p.Devices
+}
+
 func (p *Params) validate() error {
 	switch {
-	case p.Devices < 1 || p.Devices > 2_000_000:
-		return fmt.Errorf("devices: %d is not within 1..2000000", p.Devices)
+	case p.Devices < 1 || p.Devices > 5_000_000:
+		return fmt.Errorf("devices: %d is not within 1..5000000", p.Devices)
 	case p.RingShares[0] < 0 || p.RingShares[1] < 0 || p.RingShares[2] < 0 || p.RingShares[0]+p.RingShares[1]+p.RingShares[2] >= 1:
 		return fmt.Errorf("ring shares %v: need non-negative shares below 1 in all", p.RingShares)
 	case p.TenantMin < 1 || p.TenantMax < p.TenantMin || p.TenantMedian <= 0:
@@ -265,6 +275,11 @@ func (p *Params) validate() error {
 		return fmt.Errorf("adopt spread %v is under a minute", p.AdoptSpread)
 	case p.MinDevices < 1 || p.MinTenants < 1:
 		return fmt.Errorf("minimum cohort %d devices, %d tenants: need at least 1 each", p.MinDevices, p.MinTenants)
+	}
+	for org, n := range p.DevicesOf {
+		if n < 1 || n > 5_000_000 {
+			return fmt.Errorf("devices of %s: %d is not within 1..5000000", org, n)
+		}
 	}
 	for _, r := range []float64{p.Rates.KernelCrash, p.Rates.Hang, p.Rates.BootFailure, p.Rates.AgentCrash, p.Rates.PowerOff, p.ConflictCrash} {
 		if r < 0 || r > 30 {

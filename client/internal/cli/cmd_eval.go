@@ -50,7 +50,7 @@ type evalRow struct {
 // later windows). Every advisory the hub raised is attributed to the
 // scenario whose simulated time holds its detection window, whatever
 // rollout it names (or none).
-func (e *env) evaluate(ctx context.Context, seed uint64, devices int, duration time.Duration, normalRuns int, certDir string) error {
+func (e *env) evaluate(ctx context.Context, seed uint64, params sim.Params, duration time.Duration, normalRuns int, certDir string) error {
 	scenarios := []string{sim.ChannelFile291, sim.SlowRegression, sim.PlatformConflict}
 	for range normalRuns {
 		scenarios = append(scenarios, sim.Normal)
@@ -60,8 +60,7 @@ func (e *env) evaluate(ctx context.Context, seed uint64, devices int, duration t
 	var models []*sim.Model
 	var platform *sdk.Client
 	for i, sc := range scenarios {
-		p := sim.DefaultParams()
-		p.Devices = devices
+		p := params
 		// Each scenario its own seed: rollout ids derive from it, and the
 		// runs share a hub.
 		m, err := sim.New(sim.Config{Scenario: sc, Seed: seed + uint64(i), Params: &p,

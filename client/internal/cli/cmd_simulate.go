@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -61,6 +62,7 @@ func simulateCmd() *command {
 			speed := fs.Float64("speed", 60, "simulated time per real time (1: real time; 0: as fast as possible)")
 			duration := fs.Duration("duration", 3*time.Hour, "simulated `time`, whole minutes, at most 144h")
 			devices := fs.Int("devices", sim.DefaultParams().Devices, "devices per `vendor`")
+			devicesOf := fs.String("devices-of", "", "devices of some vendors, overriding --devices: `org=N,...` (e.g. northwind=3000000)")
 			certDir := fs.String("cert-dir", "", "`dir` of ORG.crt and ORG.key for each org (default: the data dir's dev PKI)")
 			dryRun := fs.Bool("dry-run", false, "build the cells but publish nothing")
 			eval := fs.Bool("eval", false, "run every scenario, one after the other, as fast as possible against a fresh hub and measure its detector")
@@ -80,8 +82,12 @@ func simulateCmd() *command {
 				}
 				p := sim.DefaultParams()
 				p.Devices = *devices
-				if *devices < 1 || *devices > 1_000_000 {
-					return e.usagef("--devices: %d is not within 1..1000000", *devices)
+				if *devices < 1 || *devices > 5_000_000 {
+					return e.usagef("--devices: %d is not within 1..5000000", *devices)
+				}
+				var err error
+				if p.DevicesOf, err = parseDevicesOf(*devicesOf); err != nil {
+					return e.usagef("--devices-of: %v", err)
 				}
 				if *eval {
 					if *normalRuns < 0 || *normalRuns > 100 {
@@ -93,7 +99,7 @@ func simulateCmd() *command {
 					if *dryRun {
 						return e.usagef("--eval needs a hub: it cannot be a --dry-run")
 					}
-					return e.evaluate(ctx, *seed, *devices, *duration, *normalRuns, *certDir)
+					return e.evaluate(ctx, *seed, p, *duration, *normalRuns, *certDir)
 				}
 				m, err := sim.New(sim.Config{
 					Scenario: *scenario, Seed: *seed, Params: &p,
@@ -155,6 +161,33 @@ func (e *env) simClients(orgs []string, certDir string) (map[string]*sdk.Client,
 }
 
 // simLine is one JSON line of phx simulate --json.
+// parseDevicesOf parses org=N,org=N.
+func parseDevicesOf(s string) (map[string]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var orgs []string
+	for _, v := range sim.Vendors() {
+		orgs = append(orgs, v.Org)
+	}
+	out := map[string]int{}
+	for part := range strings.SplitSeq(s, ",") {
+		org, n, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			return nil, fmt.Errorf("%q is not org=N", part)
+		}
+		if !slices.Contains(orgs, org) {
+			return nil, fmt.Errorf("%q is not a vendor of the model (one of: %s)", org, strings.Join(orgs, ", "))
+		}
+		v, err := strconv.Atoi(n)
+		if err != nil || v < 1 || v > 5_000_000 {
+			return nil, fmt.Errorf("%s: %q is not a number of devices within 1..5000000", org, n)
+		}
+		out[org] = v
+	}
+	return out, nil
+}
+
 type simLine struct {
 	Type      string    `json:"type"` // "event" or "summary"
 	Time      time.Time `json:"time,omitzero"`

@@ -77,6 +77,10 @@ func TestSimulateUsage(t *testing.T) {
 		{"extra argument", []string{"simulate", "x"}, `unexpected argument "x"`},
 		{"eval without a hub", []string{"simulate", "--eval", "--dry-run"}, "--eval needs a hub"},
 		{"eval too long", []string{"simulate", "--eval", "--duration", "40h"}, "--eval runs 4 scenarios"},
+		{"eval too many normal runs", []string{"simulate", "--eval", "--normal-runs", "101"}, "--normal-runs"},
+		{"devices of an unknown org", []string{"simulate", "--devices-of", "initech=5"}, `"initech" is not a vendor`},
+		{"devices of without a count", []string{"simulate", "--devices-of", "northwind"}, "is not org=N"},
+		{"devices of too many", []string{"simulate", "--devices-of", "northwind=6000000"}, "not a number of devices"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

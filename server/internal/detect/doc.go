@@ -34,6 +34,14 @@
 // previous window. A boot loop on a canary of 50 or more devices fires on
 // the first window; of 25 or more on the second.
 //
+// Survivorship is not failure. The version a known rollout replaces is not
+// judged outside a rollout: as devices take the update, those left on the
+// old version are the ones not yet updated and the ones that fell silent
+// (switched off) before they could, so its silent share climbs towards
+// 100 %. Likewise on an OS build that a platform rollout replaces (its
+// previous_version), only boot failures count, not silence. A boot loop on
+// such a build still shows on the other builds the faulty version reaches.
+//
 // # Regression test (sequential)
 //
 // For each live rollout, per OS build and failure type (kernel crash, boot

@@ -214,3 +214,36 @@ func TestNormalNoFalseAdvisories(t *testing.T) {
 		t.Errorf("false advisory: %s", describe(f))
 	}
 }
+
+var northwindDevices = flag.Int("scenario.northwind", 0, "devices of northwind in TestSlowRegressionAtScale (0 skips it)")
+
+// TestSlowRegressionAtScale measures the slow regression (kernel crashes
+// doubled on one build) with a large northwind fleet: a doubling is found
+// once about 34 crashes were expected on the new version and build (the
+// sequential test's threshold at its share of alpha), so the windows it
+// takes depend on the fleet. Run with
+//
+//	go test ./server/internal/detect -run TestSlowRegressionAtScale -v -timeout 1h -scenario.northwind 3000000
+func TestSlowRegressionAtScale(t *testing.T) {
+	if *northwindDevices == 0 {
+		t.Skip("set -scenario.northwind to the fleet size")
+	}
+	p := sim.DefaultParams()
+	p.DevicesOf = map[string]int{"northwind": *northwindDevices}
+	r := runScenario(t, sim.SlowRegression, 7, scenarioStart, 150*time.Minute, &p)
+	tr := r.Summary.Truth
+	t.Logf("northwind %d devices: rollout %s, fault %s, first faulty window %s", *northwindDevices,
+		tr.RolloutID, tr.FaultStart.Format("15:04"), tr.FirstFaultyWindow.Format("15:04"))
+	for _, f := range r.Findings {
+		t.Log(describe(f))
+	}
+	if len(r.Findings) == 0 {
+		t.Fatal("no advisory")
+	}
+	f := r.Findings[0]
+	w := int(f.WindowEnd.Sub(tr.FirstFaultyWindow) / time.Minute)
+	t.Logf("first advisory %s after %d windows: %s", f.Advisory.GetKind(), w, f.Advisory.GetSummary())
+	if f.Advisory.GetRolloutId() != tr.RolloutID || w > 60 {
+		t.Errorf("first advisory names %q after %d windows, want %q within 60", f.Advisory.GetRolloutId(), w, tr.RolloutID)
+	}
+}
