@@ -148,7 +148,9 @@ func (e *env) simClients(orgs []string, certDir string) (map[string]*sdk.Client,
 				return nil, e.usagef("%s does not exist: the simulator publishes as each of %s and needs their certificates (the dev PKI of 'phxd --dev': --data-dir; or --cert-dir)", f, strings.Join(orgs, ", "))
 			}
 		}
-		c, err := sdk.New(e.g.hub, sdk.WithCertFiles(ca, cert, key))
+		// The simulator is a long-running publisher: it rides out a hub
+		// restart (about 30 s of retries) rather than stopping.
+		c, err := sdk.New(e.g.hub, sdk.WithCertFiles(ca, cert, key), sdk.WithRetry(20, 200*time.Millisecond, 2*time.Second))
 		if err != nil {
 			for _, c := range clients {
 				c.Close()
