@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
 	"slices"
 	"time"
 
 	"github.com/phx-exchange/phx/internal/sim"
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
 	"github.com/phx-exchange/phx/sdk"
+	"github.com/phx-exchange/phx/server"
 )
 
 // evalRow is one scenario's measured detection.
@@ -39,6 +42,9 @@ type evalRow struct {
 	// one (every advisory of a normal run), or come before the fault's
 	// first effect.
 	FalseAdvisories int `json:"false_advisories"`
+	// False describes each false advisory: window end, kind, rollout and
+	// summary.
+	False []string `json:"false,omitempty"`
 }
 
 // evaluate runs every scenario against the hub, waits for the hub's
@@ -146,6 +152,39 @@ func (h *rolloutHours) total(end time.Time) float64 {
 	return t
 }
 
+// inProcessHub starts a fresh hub in this process, in dev mode on a
+// temporary data dir and a free loopback port, and points the CLI at it.
+// stop shuts it down and removes the data dir.
+func (e *env) inProcessHub(ctx context.Context) (stop func(), err error) {
+	dir, err := os.MkdirTemp("", "phx-eval-")
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.New(server.Config{Dev: true, DataDir: dir, Listen: "127.0.0.1:0",
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		cancel()
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("in-process hub: %w", err)
+	}
+	e.g.hub, e.g.dataDir, e.g.ca = srv.Addr().String(), dir, ""
+	fmt.Fprintf(e.stderr, "in-process hub on %s (data in %s)\n", e.g.hub, dir)
+	return func() {
+		cancel()
+		<-done
+		os.RemoveAll(dir)
+	}, nil
+}
+
 func closeAll(cs map[string]*sdk.Client) {
 	for _, c := range cs {
 		c.Close()
@@ -227,6 +266,8 @@ func score(row *evalRow, t sim.Truth, all []*phxv1.Advisory) {
 		right := t.Faulty && a.GetRolloutId() == t.RolloutID && !t.FirstFaultyWindow.IsZero() && at.After(t.FirstFaultyWindow)
 		if !right {
 			row.FalseAdvisories++
+			row.False = append(row.False, fmt.Sprintf("%s %s rollout=%q: %s", at.UTC().Format("15:04"),
+				enumLabel(a.GetKind(), "ADVISORY_KIND_"), a.GetRolloutId(), a.GetSummary()))
 			continue
 		}
 		if row.AdvisoryWindowEnd.IsZero() {
@@ -261,4 +302,9 @@ func renderEval(w io.Writer, rows []evalRow) {
 			fmt.Sprint(r.Advisories), fmt.Sprint(r.FalseAdvisories))
 	}
 	tw.Flush()
+	for _, r := range rows {
+		for _, f := range r.False {
+			fmt.Fprintf(w, "false advisory in %s: %s\n", r.Scenario, f)
+		}
+	}
 }

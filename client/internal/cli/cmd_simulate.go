@@ -66,6 +66,7 @@ func simulateCmd() *command {
 			certDir := fs.String("cert-dir", "", "`dir` of ORG.crt and ORG.key for each org (default: the data dir's dev PKI)")
 			dryRun := fs.Bool("dry-run", false, "build the cells but publish nothing")
 			eval := fs.Bool("eval", false, "run every scenario, one after the other, as fast as possible against a fresh hub and measure its detector")
+			inProcess := fs.Bool("in-process", false, "with --eval: run a fresh hub in this process (dev PKI, embedded NATS, a temporary data dir) instead of using --hub")
 			normalRuns := fs.Int("normal-runs", 1, "with --eval: how many runs of the normal scenario (more rollout-hours without a fault)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if err := noArgs(e, args); err != nil {
@@ -98,6 +99,13 @@ func simulateCmd() *command {
 					}
 					if *dryRun {
 						return e.usagef("--eval needs a hub: it cannot be a --dry-run")
+					}
+					if *inProcess {
+						stop, err := e.inProcessHub(ctx)
+						if err != nil {
+							return err
+						}
+						defer stop()
 					}
 					return e.evaluate(ctx, *seed, p, *duration, *normalRuns, *certDir)
 				}

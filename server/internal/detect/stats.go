@@ -23,6 +23,11 @@ type seqTest struct {
 	// change point estimate (the test rose from there).
 	MinLogLR [len(ratioGrid)]float64 `json:"min_log_lr"`
 	MinAt    [len(ratioGrid)]int64   `json:"min_at"`
+	// RiseAt is, per alternative, the first window with failures after
+	// MinAt (0 until there is one): where the rise starts. After a gap in
+	// the data it is the first window of the new data, not the last one
+	// before the gap.
+	RiseAt [len(ratioGrid)]int64 `json:"rise_at"`
 	// Cumulative counts: failing devices and exposed devices of the new
 	// version (V) and the control (C), summed over windows.
 	XV float64 `json:"xv"`
@@ -64,6 +69,9 @@ func (s *seqTest) update(xv, ev, xc, ec, rho0 float64, at int64) {
 		if s.LogLR[j] < s.MinLogLR[j] {
 			s.MinLogLR[j] = s.LogLR[j]
 			s.MinAt[j] = at
+			s.RiseAt[j] = 0
+		} else if s.RiseAt[j] == 0 && at > s.MinAt[j] {
+			s.RiseAt[j] = at
 		}
 	}
 	if m := s.logMix(); m > s.MaxLogMix {
@@ -102,6 +110,12 @@ func (s *seqTest) onset() int64 {
 		if s.LogLR[j] > s.LogLR[best] {
 			best = j
 		}
+	}
+	if r := s.RiseAt[best]; r != 0 {
+		// The window after which it rose ends where this one starts;
+		// windows are evaluated by their end, so step back to the
+		// window before the first rising one.
+		return max(s.MinAt[best], r-60)
 	}
 	return s.MinAt[best]
 }

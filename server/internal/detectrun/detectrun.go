@@ -113,6 +113,31 @@ func Run(ctx context.Context, cfg Config) error {
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
 	dirty := false
+	// The feed reads each stream apart, so rollouts (few) can arrive far
+	// ahead of the health cells (many) stored before them. A rollout is
+	// applied once the cells stored before it have been seen, or the
+	// health stream has nothing more to give: the engine sees both in the
+	// order they were stored, as it does when it keeps up.
+	var held []bus.FeedMsg
+	var healthAt time.Time // stored time of the latest cell read
+	healthIdle := false    // the latest cell read had nothing pending after it
+	healthRead := false    // a cell arrived since the last tick
+	apply := func(m bus.FeedMsg) {
+		observe(cfg.Engine, m, &st)
+		st.Cursor[m.Stream] = m.Seq
+		dirty = true
+	}
+	release := func(all bool) {
+		n := 0
+		for _, m := range held {
+			if !all && m.Time.After(healthAt) {
+				break
+			}
+			apply(m)
+			n++
+		}
+		held = held[n:]
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -124,15 +149,29 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 			return fmt.Errorf("detector feed: %w", err)
 		case m := <-out:
-			observe(cfg.Engine, m, &st)
-			st.Cursor[m.Stream] = m.Seq
-			dirty = true
+			switch {
+			case m.Stream == bus.FeedHealth:
+				apply(m)
+				healthAt, healthIdle, healthRead = m.Time, m.Pending == 0, true
+				release(healthIdle)
+			case len(held) > 0 || (!healthIdle && m.Time.After(healthAt)):
+				held = append(held, m)
+			default:
+				apply(m)
+			}
 			if len(out) == 0 {
 				cfg.Lag(0)
 			} else {
 				cfg.Lag(time.Since(m.Time))
 			}
 		case <-tick.C:
+			if !healthRead {
+				// No cell for a whole interval: the health stream is
+				// caught up (or empty).
+				healthIdle = true
+				release(true)
+			}
+			healthRead = false
 			if !dirty || st.Now.IsZero() {
 				continue
 			}
