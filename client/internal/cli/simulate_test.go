@@ -91,3 +91,41 @@ func TestSimulateUsage(t *testing.T) {
 		})
 	}
 }
+
+// TestSimulateEval runs `phx simulate --eval --in-process`: the four
+// scenarios against a fresh hub in the process, scored against the ground
+// truth. The fleet is small (the cohort floor slows detection; README has
+// the figures at scale), so it checks who is blamed, not how fast.
+func TestSimulateEval(t *testing.T) {
+	if testing.Short() {
+		t.Skip("simulates four scenarios")
+	}
+	out, errOut, err := phx(t, "--json", "simulate", "--eval", "--in-process", "--seed", "7", "--duration", "100m", "--devices", "40000")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	rows := map[string]evalRow{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r evalRow
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+		rows[r.Scenario] = r
+		t.Logf("%s: %.1f rollout-hours, first faulty window %s, advisory %s (%d windows), right first %v, %d advisories, %d false %v",
+			r.Scenario, r.RolloutHours, r.FirstFaultyWindow.Format("15:04"), r.AdvisoryWindowEnd.Format("15:04"), r.Windows,
+			r.RightBlamed, r.Advisories, r.FalseAdvisories, r.False)
+	}
+	if len(rows) != 4 {
+		t.Fatalf("%d scenarios, want 4:\n%s", len(rows), out)
+	}
+	for _, sc := range []string{"channel-file-291", "platform-conflict"} {
+		if r := rows[sc]; !r.RightBlamed || r.AdvisoryWindowEnd.IsZero() {
+			t.Errorf("%s: the faulty rollout %s was not blamed first", sc, r.FaultyRollout)
+		}
+	}
+	for sc, r := range rows {
+		if r.FalseAdvisories != 0 || r.RolloutHours <= 0 {
+			t.Errorf("%s: %d false advisories %v, %.1f rollout-hours", sc, r.FalseAdvisories, r.False, r.RolloutHours)
+		}
+	}
+}
