@@ -56,8 +56,8 @@ type evalRow struct {
 // later windows). Every advisory the hub raised is attributed to the
 // scenario whose simulated time holds its detection window, whatever
 // rollout it names (or none).
-func (e *env) evaluate(ctx context.Context, seed uint64, params sim.Params, duration time.Duration, normalRuns int, certDir string) error {
-	scenarios := []string{sim.ChannelFile291, sim.SlowRegression, sim.PlatformConflict}
+func (e *env) evaluate(ctx context.Context, seed uint64, params sim.Params, duration time.Duration, faulty []string, normalRuns int, certDir string) error {
+	scenarios := slices.Clone(faulty)
 	for range normalRuns {
 		scenarios = append(scenarios, sim.Normal)
 	}

@@ -68,6 +68,8 @@ func simulateCmd() *command {
 			eval := fs.Bool("eval", false, "run every scenario, one after the other, as fast as possible against a fresh hub and measure its detector")
 			inProcess := fs.Bool("in-process", false, "with --eval: run a fresh hub in this process (dev PKI, embedded NATS, a temporary data dir) instead of using --hub")
 			normalRuns := fs.Int("normal-runs", 1, "with --eval: how many runs of the normal scenario (more rollout-hours without a fault)")
+			var only listFlag
+			fs.Var(&only, "scenarios", "with --eval: only these faulty `scenarios` (comma-separated; default all three)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if err := noArgs(e, args); err != nil {
 					return err
@@ -94,7 +96,16 @@ func simulateCmd() *command {
 					if *normalRuns < 0 || *normalRuns > 100 {
 						return e.usagef("--normal-runs: %d is not within 0..100", *normalRuns)
 					}
-					if n := time.Duration(3 + *normalRuns); n**duration > maxSimDuration {
+					faulty := []string{sim.ChannelFile291, sim.SlowRegression, sim.PlatformConflict}
+					if len(only) > 0 {
+						for _, sc := range only {
+							if !slices.Contains(faulty, sc) {
+								return e.usagef("--scenarios: %q is not a faulty scenario (one of: %s; --normal-runs sets the normal ones)", sc, strings.Join(faulty, ", "))
+							}
+						}
+						faulty = only
+					}
+					if n := time.Duration(len(faulty) + *normalRuns); n**duration > maxSimDuration {
 						return e.usagef("--eval runs %d scenarios of --duration each: at most %v each", n, maxSimDuration/n)
 					}
 					if *dryRun {
@@ -107,7 +118,7 @@ func simulateCmd() *command {
 						}
 						defer stop()
 					}
-					return e.evaluate(ctx, *seed, p, *duration, *normalRuns, *certDir)
+					return e.evaluate(ctx, *seed, p, *duration, faulty, *normalRuns, *certDir)
 				}
 				m, err := sim.New(sim.Config{
 					Scenario: *scenario, Seed: *seed, Params: &p,

@@ -77,6 +77,7 @@ func TestSimulateUsage(t *testing.T) {
 		{"extra argument", []string{"simulate", "x"}, `unexpected argument "x"`},
 		{"eval without a hub", []string{"simulate", "--eval", "--dry-run"}, "--eval needs a hub"},
 		{"eval too long", []string{"simulate", "--eval", "--duration", "40h"}, "--eval runs 4 scenarios"},
+		{"eval unknown scenario", []string{"simulate", "--eval", "--scenarios", "normal"}, `--scenarios: "normal" is not a faulty scenario`},
 		{"eval too many normal runs", []string{"simulate", "--eval", "--normal-runs", "101"}, "--normal-runs"},
 		{"devices of an unknown org", []string{"simulate", "--devices-of", "initech=5"}, `"initech" is not a vendor`},
 		{"devices of without a count", []string{"simulate", "--devices-of", "northwind"}, "is not org=N"},

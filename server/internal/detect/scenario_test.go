@@ -191,6 +191,9 @@ func TestNormalNoFalseAdvisories(t *testing.T) {
 				runs++
 				cells += r.Summary.Cells
 				findings = append(findings, r.Findings...)
+				for _, f := range r.Findings {
+					t.Logf("seed %d (start %s): false advisory: %s", seed, start.Format("2006-01-02 15:04"), describe(f))
+				}
 				if runs%25 == 0 {
 					t.Logf("%d runs, %.0f rollout-hours, %d cells, %d advisories", runs, hours, cells, len(findings))
 				}
@@ -210,8 +213,8 @@ func TestNormalNoFalseAdvisories(t *testing.T) {
 	close(next)
 	wg.Wait()
 	t.Logf("normal: %d runs of %v, %.0f rollout-hours, %d cells, %d advisories", runs, dur, hours, cells, len(findings))
-	for _, f := range findings {
-		t.Errorf("false advisory: %s", describe(f))
+	if len(findings) > 0 {
+		t.Errorf("%d false advisories", len(findings))
 	}
 }
 
