@@ -47,6 +47,17 @@ func deploysBuild(ro *rollout, b string) bool {
 // rollouts to explain it, ranks the live rollouts and raises one advisory
 // for the build.
 func (d *Detector) crossVendor(end int64, cells []*agg, now time.Time) []Finding {
+	// Only cells of one full build take part: a cell rolled up to the OS
+	// version (the minimum cohort's last resort) holds the devices left
+	// over from small cells of several builds, a population of its own
+	// whose rates say nothing about any one build.
+	var full []*agg
+	for _, a := range cells {
+		if isFullBuild(a.OSBuild) {
+			full = append(full, a)
+		}
+	}
+	cells = full
 	byPPB := indexCells(cells)
 	type pp struct{ pub, product string }
 	byPP := map[pp][]*agg{}
@@ -157,6 +168,12 @@ func (d *Detector) crossVendor(end int64, cells []*agg, now time.Time) []Finding
 		out = append(out, d.crossVendorFinding(key, b, end, now, strongest, affected, ranking, cells))
 	}
 	return out
+}
+
+// isFullBuild reports whether b names one OS build (10.0.22631.3880: four
+// parts) rather than an OS version (10.0.22631) that cells are rolled up to.
+func isFullBuild(b string) bool {
+	return strings.Count(b, ".") >= 3
 }
 
 // explainedBySelf reports whether a regression or catastrophe advisory is

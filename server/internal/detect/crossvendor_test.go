@@ -23,7 +23,7 @@ const nb = "10.0.2.100"
 func (f fleet) cells(i int) map[string][]cellSpec {
 	const k = 5e-4
 	out := map[string][]cellSpec{}
-	builds := []string{"b1", "b2"}
+	builds := []string{"10.0.1.10", "10.0.1.20"}
 	if i >= f.newFrom {
 		builds = append(builds, nb)
 	}

@@ -163,16 +163,16 @@ func TestNormalOperation(t *testing.T) {
 				r := rand.New(rand.NewPCG(uint64(6000+k), 29))
 				d := New(Config{PlatformOrg: "platform"})
 				d.ObserveRollout("vendor-a", rolloutMsg("r1", "agent", "v2", "v1", phxv1.RolloutState_ROLLOUT_ACTIVE, phxv1.Ring_RING_CANARY), windowAt(0))
-				d.ObserveRollout("platform", rolloutMsg("win", "windows", "b4", "b3", phxv1.RolloutState_ROLLOUT_ACTIVE, phxv1.Ring_RING_BROAD), windowAt(0))
+				d.ObserveRollout("platform", rolloutMsg("win", "windows", "10.0.1.4", "10.0.1.3", phxv1.RolloutState_ROLLOUT_ACTIVE, phxv1.Ring_RING_BROAD), windowAt(0))
 				for i := range tc.windows {
 					silent := 0.03
 					if i%600 > 400 {
 						silent = 0.3
 					}
 					newExp := uint32(100 + 20*i) // the new version reaches more rings
-					for _, b := range []string{"b1", "b2", "b3", "b4"} {
+					for _, b := range []string{"10.0.1.1", "10.0.1.2", "10.0.1.3", "10.0.1.4"} {
 						oldExp := uint32(30000)
-						if b == "b4" {
+						if b == "10.0.1.4" {
 							oldExp = uint32(200 + 40*i)
 						}
 						for _, s := range []cellSpec{

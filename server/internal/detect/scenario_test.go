@@ -100,7 +100,7 @@ func runScenario(t testing.TB, scenario string, seed uint64, start time.Time, du
 
 var (
 	scenarioDevices = flag.Int("scenario.devices", 100_000, "devices per vendor of TestScenarioDetection")
-	normalHours     = flag.Float64("scenario.rollout-hours", 40, "rollout-hours of the normal scenario TestNormalNoFalseAdvisories runs")
+	normalHours     = flag.Float64("scenario.rollout-hours", 20, "rollout-hours of the normal scenario TestNormalNoFalseAdvisories runs")
 )
 
 func describe(f detect.Finding) string {
