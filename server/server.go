@@ -92,6 +92,17 @@ type Config struct {
 	TokenMaxTTL time.Duration
 	// NoDetector turns the hub's detector off (it is on by default).
 	NoDetector bool
+	// RateSignals, RateWrites and RateReads are each org's token buckets
+	// for health signals, other writes, and reads and subscribes (zero: the
+	// defaults, grpcapi.DefaultRate*; a negative PerSecond: no limit). The
+	// member registry may override them per org.
+	RateSignals, RateWrites, RateReads members.Rate
+	// FeedQueue and FeedStall bound a subscriber that does not keep up: at
+	// most FeedQueue envelopes wait for it, and once they have waited
+	// FeedStall unread its stream ends with Aborted (it resumes from its
+	// cursor). Zero: 256 and 30s.
+	FeedQueue int
+	FeedStall time.Duration
 	// ShutdownTimeout bounds the graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
 	// Logger (default slog.Default()).
@@ -109,6 +120,8 @@ type Server struct {
 	bus    *bus.Bus
 	reg    *members.Store
 	tokens *token.Service
+
+	metricsAddr net.Addr // guarded by mu
 }
 
 // New checks cfg and returns a Server; Run starts it.
@@ -173,6 +186,14 @@ func (s *Server) Addr() net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.addr
+}
+
+// MetricsAddr is the metrics listen address, once Ready (nil without
+// MetricsListen).
+func (s *Server) MetricsAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.metricsAddr
 }
 
 // ReloadMembers re-reads the member registry file and the token keys now.
@@ -299,6 +320,8 @@ func (s *Server) Run(ctx context.Context) error {
 		HealthMaxAge:  cfg.HealthRetention,
 		Draining:      draining,
 		Audit:         auditLog,
+		RateLimits:    grpcapi.RateLimits{Signals: cfg.RateSignals, Writes: cfg.RateWrites, Reads: cfg.RateReads},
+		Feed:          grpcapi.FeedLimits{Queue: cfg.FeedQueue, Stall: cfg.FeedStall},
 	})
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
@@ -352,6 +375,9 @@ func (s *Server) Run(ctx context.Context) error {
 			wg.Wait()
 			return err
 		}
+		s.mu.Lock()
+		s.metricsAddr = mlis.Addr()
+		s.mu.Unlock()
 		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		wg.Go(func() {
 			if err := metricsSrv.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -216,8 +216,14 @@ func (b *Bus) Feed(ctx context.Context, req FeedRequest, start Cursor, out chan<
 	return g.Wait()
 }
 
+// feedPull is how many messages a feed's consumer fetches ahead of its
+// reader, per stream: enough to keep a subscriber that keeps up busy, and
+// all a subscriber that falls behind holds in the hub (the rest waits in
+// the stream).
+const feedPull = 128
+
 func pump(ctx context.Context, f FeedStream, cons jetstream.Consumer, out chan<- FeedMsg) error {
-	it, err := cons.Messages()
+	it, err := cons.Messages(jetstream.PullMaxMessages(feedPull))
 	if err != nil {
 		return err
 	}
