@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -74,6 +75,9 @@ type API struct {
 	// time), so a delivery costs a write only the first time.
 	receipts sync.Map
 	limits   *limiter
+	// flight merges identical lookups made at once by the streams an item
+	// is fanned out to.
+	flight singleflight.Group
 }
 
 // New returns the services.

@@ -375,6 +375,12 @@ func (f *feedSender) run(ctx context.Context) {
 	}
 }
 
+// sharedCtx is the context of a lookup shared by several callers: one
+// caller going away must not fail it for the others.
+func sharedCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+}
+
 // currentVisible reports whether r may see the current state of the rollout
 // or incident that fm is a revision of. An update may narrow an audience:
 // from then on an org narrowed out finds no revision of the item, not in a
@@ -384,14 +390,23 @@ func (s *feedSvc) currentVisible(ctx context.Context, fm bus.FeedMsg, r policy.R
 	if fm.Stream != bus.FeedRollouts && fm.Stream != bus.FeedIncidents {
 		return true, false, nil
 	}
-	m, err := s.a.cfg.Bus.Last(ctx, fm.Stream.StreamName(), fm.Subject)
+	// Every stream an item is fanned out to asks at about the same time:
+	// they share one lookup. An answer older than fm (a lookup that began
+	// before fm was stored) makes fm the current revision.
+	stream := fm.Stream.StreamName()
+	v, err, _ := s.a.flight.Do("last "+stream+" "+fm.Subject, func() (any, error) {
+		ctx, cancel := sharedCtx(ctx)
+		defer cancel()
+		return s.a.cfg.Bus.Last(ctx, stream, fm.Subject)
+	})
 	if errors.Is(err, bus.ErrNotFound) {
 		return false, false, nil
 	}
 	if err != nil {
 		return false, false, err
 	}
-	if m.Seq == fm.Seq {
+	m := v.(*bus.StoredMsg)
+	if m.Seq <= fm.Seq {
 		return true, false, nil // fm is the current revision
 	}
 	cur, err := decodeEnvelope(m.Data)
