@@ -198,6 +198,18 @@ type FeedMsg struct {
 // out, each stream in order, until ctx ends or a stream fails.
 func (b *Bus) Feed(ctx context.Context, req FeedRequest, start Cursor, out chan<- FeedMsg) error {
 	g, ctx := errgroup.WithContext(ctx)
+	// The consumers are deleted when the feed ends: left to expire they
+	// would count against the stream's consumers for minutes.
+	var consumers []jetstream.Consumer
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		for _, c := range consumers {
+			if info := c.CachedInfo(); info != nil {
+				_ = b.js.DeleteConsumer(dctx, info.Stream, info.Name)
+			}
+		}
+	}()
 	for i := range NumFeeds {
 		if !req.Read[i] {
 			continue
@@ -211,6 +223,7 @@ func (b *Bus) Feed(ctx context.Context, req FeedRequest, start Cursor, out chan<
 		if err != nil {
 			return err
 		}
+		consumers = append(consumers, cons)
 		g.Go(func() error { return pump(ctx, f, cons, out) })
 	}
 	return g.Wait()
