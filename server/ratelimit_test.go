@@ -133,19 +133,20 @@ func TestRateLimitOverride(t *testing.T) {
 // and every signal is stored.
 func TestSDKRetriesRateLimited(t *testing.T) {
 	h := servertest.Start(t, servertest.WithMetrics(), servertest.WithConfig(func(c *server.Config) {
-		c.RateSignals = members.Rate{PerSecond: 1000, Burst: 1000}
+		c.RateSignals = members.Rate{PerSecond: 200, Burst: 1000}
 	}))
 	c, err := sdk.New(h.Addr, sdk.WithTLSConfig(h.ClientTLS(t, "contoso")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	res, err := c.PublishSignals(testCtx(t), cells("contoso-av", 4000))
+	// The second batch waits five seconds for its tokens.
+	res, err := c.PublishSignals(testCtx(t), cells("contoso-av", 2000))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Accepted != 4000 {
-		t.Fatalf("accepted %d of 4000", res.Accepted)
+	if res.Accepted != 2000 {
+		t.Fatalf("accepted %d of 2000", res.Accepted)
 	}
 	if n := scrape(t, h, `phx_rate_limited_total{class="signals"}`); n < 1 {
 		t.Fatalf("the hub refused no batch (phx_rate_limited_total %v): the test proves nothing", n)

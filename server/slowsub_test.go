@@ -55,20 +55,30 @@ func TestStalledSubscriber(t *testing.T) {
 	}
 
 	// A normal subscriber reads everything while a publisher publishes.
-	normal := subscribe(t, as(t, h, "northwind"), health)
-	got := make(chan []string, 1)
+	// (Not subscribe's 20 s: under the race detector on a busy machine
+	// publishing alone can take longer.)
+	normal, err := as(t, h, "northwind").feed.Subscribe(ctx, health)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		ids []string
+		err error
+	}
+	got := make(chan result, 1)
 	go func() {
-		var ids []string
-		for len(ids) < n {
-			env, err := normal.stream.Recv()
+		var r result
+		for len(r.ids) < n {
+			env, err := normal.Recv()
 			if err != nil {
+				r.err = err
 				break
 			}
 			if hs := env.GetHealthSignal(); hs != nil {
-				ids = append(ids, hs.SignalId)
+				r.ids = append(r.ids, hs.SignalId)
 			}
 		}
-		got <- ids
+		got <- r
 	}()
 	pub := as(t, h, "contoso")
 	var want []string
@@ -97,8 +107,11 @@ func TestStalledSubscriber(t *testing.T) {
 	publish(n / 2)
 	after := heap()
 	select {
-	case ids := <-got:
-		wantIDs(t, "the normal subscriber", ids, want)
+	case r := <-got:
+		if r.err != nil {
+			t.Fatalf("the normal subscriber, after %d items: %v", len(r.ids), r.err)
+		}
+		sameIDs(t, "the normal subscriber", r.ids, want)
 	case <-ctx.Done():
 		t.Fatal("the normal subscriber did not receive everything")
 	}
@@ -147,16 +160,19 @@ func TestStalledSubscriber(t *testing.T) {
 		if len(got) >= n/4 {
 			t.Fatalf("stalled subscriber %d got %d of %d items before the cut-off", i, len(got), n)
 		}
-		wantIDs(t, "a stalled subscriber", got, want[:len(got)])
+		sameIDs(t, "a stalled subscriber", got, want[:len(got)])
 		if i == 0 {
 			first = got
 		}
 	}
 	// Resuming from its last cursor, it gets the rest.
-	rest := subscribe(t, as(t, h, "fabrikam"), &phxv1.SubscribeRequest{Kinds: health.Kinds, Start: &phxv1.SubscribeRequest_Cursor{Cursor: last}})
+	rest, err := as(t, h, "fabrikam").feed.Subscribe(ctx, &phxv1.SubscribeRequest{Kinds: health.Kinds, Start: &phxv1.SubscribeRequest_Cursor{Cursor: last}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	all := slices.Clone(first)
 	for len(all) < n {
-		env, err := rest.stream.Recv()
+		env, err := rest.Recv()
 		if err != nil {
 			t.Fatalf("after %d items: %v", len(all), err)
 		}
@@ -164,5 +180,18 @@ func TestStalledSubscriber(t *testing.T) {
 			all = append(all, hs.SignalId)
 		}
 	}
-	wantIDs(t, "the stalled subscriber, resumed", all, want)
+	sameIDs(t, "the stalled subscriber, resumed", all, want)
+}
+
+// sameIDs compares two long lists of ids and reports the first difference.
+func sameIDs(t *testing.T, what string, got, want []string) {
+	t.Helper()
+	for i := range min(len(got), len(want)) {
+		if got[i] != want[i] {
+			t.Fatalf("%s: item %d is %s, want %s", what, i, got[i], want[i])
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d items, want %d", what, len(got), len(want))
+	}
 }
