@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,7 +41,9 @@ type Subscription struct {
 	watchdog *time.Timer
 	stalled  *atomic.Bool
 	failures int
-	pending  *phxv1.Envelope // an item that arrived while Subscribe waited
+	// limited is the delay a rate limit asked for before the next attempt.
+	limited time.Duration
+	pending *phxv1.Envelope // an item that arrived while Subscribe waited
 
 	mu        sync.Mutex
 	cursor    string
@@ -138,6 +141,9 @@ func (s *Subscription) resumable(err error) bool {
 	if errors.Is(err, io.EOF) || (s.stalled != nil && s.stalled.Load()) {
 		return true
 	}
+	if _, ok := retryDelay(err); ok {
+		return true // a rate limit: come back later
+	}
 	switch status.Code(err) {
 	case codes.Unavailable, codes.Aborted:
 		return true
@@ -199,6 +205,9 @@ func (s *Subscription) recvAny() (*phxv1.Envelope, error) {
 				if !s.resumable(err) {
 					return nil, s.failErr(err)
 				}
+				if d, ok := retryDelay(err); ok {
+					s.limited = d
+				}
 				s.failures++
 				// Say it once per outage; the rest is detail.
 				level := slog.LevelWarn
@@ -236,12 +245,17 @@ func (s *Subscription) recvAny() (*phxv1.Envelope, error) {
 	}
 }
 
-// backoff waits before a new attempt after failures, if any.
+// backoff waits before a new attempt after failures, if any: as long as a
+// rate limit asked, else by the retry policy.
 func (s *Subscription) backoff() error {
 	if s.failures == 0 {
 		return nil
 	}
-	if err := sleep(s.ctx, s.c.retry.backoff(s.failures)); err != nil {
+	wait := s.c.retry.backoff(s.failures)
+	if s.limited > 0 {
+		wait, s.limited = s.limited+rand.N(s.limited/10+1), 0
+	}
+	if err := sleep(s.ctx, wait); err != nil {
 		return s.doneErr()
 	}
 	return nil

@@ -97,6 +97,17 @@ type Config struct {
 	// ReadinessInterval is how often the hub checks that JetStream answers,
 	// for its readiness (grpc.health.v1 and /readyz; default 5s).
 	ReadinessInterval time.Duration
+	// RateSignals, RateWrites and RateReads are each org's token buckets
+	// for health signals, other writes, and reads and subscribes (zero: the
+	// defaults, grpcapi.DefaultRate*; a negative PerSecond: no limit). The
+	// member registry may override them per org.
+	RateSignals, RateWrites, RateReads members.Rate
+	// FeedQueue and FeedStall bound a subscriber that does not keep up: at
+	// most FeedQueue envelopes wait for it, and once they have waited
+	// FeedStall unread its stream ends with Aborted (it resumes from its
+	// cursor). Zero: 256 and 30s.
+	FeedQueue int
+	FeedStall time.Duration
 	// ShutdownTimeout bounds the graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
 	// Logger (default slog.Default()).
@@ -120,6 +131,8 @@ type Server struct {
 	clientCAs *tlsutil.CAPool
 	seenCert  *tls.Certificate
 	seenCAs   *x509.CertPool
+
+	metricsAddr net.Addr // guarded by mu
 }
 
 // New checks cfg and returns a Server; Run starts it.
@@ -187,6 +200,14 @@ func (s *Server) Addr() net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.addr
+}
+
+// MetricsAddr is the metrics listen address, once Ready (nil without
+// MetricsListen).
+func (s *Server) MetricsAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.metricsAddr
 }
 
 // ReloadMembers re-reads the member registry file, the token keys, the
@@ -344,6 +365,8 @@ func (s *Server) Run(ctx context.Context) error {
 		HealthMaxAge:  cfg.HealthRetention,
 		Draining:      draining,
 		Audit:         auditLog,
+		RateLimits:    grpcapi.RateLimits{Signals: cfg.RateSignals, Writes: cfg.RateWrites, Reads: cfg.RateReads},
+		Feed:          grpcapi.FeedLimits{Queue: cfg.FeedQueue, Stall: cfg.FeedStall},
 	})
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
@@ -402,6 +425,9 @@ func (s *Server) Run(ctx context.Context) error {
 			wg.Wait()
 			return err
 		}
+		s.mu.Lock()
+		s.metricsAddr = mlis.Addr()
+		s.mu.Unlock()
 		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		wg.Go(func() {
 			if err := metricsSrv.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {

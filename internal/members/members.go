@@ -33,6 +33,27 @@ type Member struct {
 	Role        string   `json:"role"`
 	DisplayName string   `json:"display_name"`
 	Products    []string `json:"products,omitempty"`
+	// Limits, if set, overrides the hub's rate limits for this org.
+	Limits *Limits `json:"limits,omitempty"`
+}
+
+// Rate is a token bucket: PerSecond tokens a second, at most Burst at once
+// (0: the hub's choice, two seconds' worth). A negative PerSecond means no
+// limit.
+type Rate struct {
+	PerSecond float64 `json:"per_second"`
+	Burst     int     `json:"burst,omitempty"`
+}
+
+// Limits are one org's rate limits; a nil Rate keeps the hub's setting.
+type Limits struct {
+	// Signals counts health signals published (one token per signal).
+	Signals *Rate `json:"signals,omitempty"`
+	// Writes counts every other call that changes something or administers
+	// the hub.
+	Writes *Rate `json:"writes,omitempty"`
+	// Reads counts reads and Subscribe calls.
+	Reads *Rate `json:"reads,omitempty"`
 }
 
 // File is the registry file's content.
@@ -82,6 +103,13 @@ func New(f File) (*Registry, error) {
 				return nil, fmt.Errorf("members[%d].products[%d]: %q is already owned by %q", i, j, p, o)
 			}
 			r.owner[p] = m.Org
+		}
+		if l := m.Limits; l != nil {
+			for name, r := range map[string]*Rate{"signals": l.Signals, "writes": l.Writes, "reads": l.Reads} {
+				if r != nil && (r.PerSecond == 0 || r.Burst < 0) {
+					return nil, fmt.Errorf("members[%d].limits.%s: per_second must be positive (negative: no limit) and burst not negative", i, name)
+				}
+			}
 		}
 		if m.DisplayName == "" {
 			m.DisplayName = m.Org

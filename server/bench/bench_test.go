@@ -27,6 +27,7 @@ package bench_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -312,4 +313,143 @@ func benchPhx(b *testing.B, batch, callers int) {
 	rate := float64(b.N) / b.Elapsed().Seconds()
 	b.ReportMetric(rate, "signals/s")
 	b.ReportMetric(rate/raw, "ratio")
+}
+
+// subscribers opens n subscriptions of req on h as org, one connection per
+// 100, and closes them when b ends.
+func subscribers(b *testing.B, h *servertest.Hub, n int, req *phxv1.SubscribeRequest) []*sdk.Subscription {
+	b.Helper()
+	var subs []*sdk.Subscription
+	var c *sdk.Client
+	for i := range n {
+		if i%100 == 0 {
+			var err error
+			if c, err = sdk.New(h.Addr, sdk.WithTLSConfig(h.ClientTLS(b, org))); err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { c.Close() })
+		}
+		s, err := c.Subscribe(context.Background(), req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { s.Close() })
+		subs = append(subs, s)
+	}
+	return subs
+}
+
+// BenchmarkDeliveryLatency publishes one batch of 10 signals per iteration
+// and waits until each of 100 subscribers has received all of them. It
+// reports the publish-to-delivery latency over every delivery: p50, p99
+// and max (closed loop: one batch in flight at a time).
+func BenchmarkDeliveryLatency(b *testing.B) {
+	const nsubs, batch = 100, 10
+	h := servertest.Start(b)
+	subs := subscribers(b, h, nsubs, &phxv1.SubscribeRequest{Kinds: []phxv1.Kind{phxv1.Kind_KIND_HEALTH_SIGNAL}})
+	c, err := sdk.New(h.Addr, sdk.WithTLSConfig(h.ClientTLS(b, org)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	ctx := context.Background()
+	var lat []time.Duration
+	var mu sync.Mutex
+	b.ResetTimer()
+	for b.Loop() {
+		sigs := signals(batch)
+		start := time.Now()
+		if _, err := c.PublishSignals(ctx, sigs); err != nil {
+			b.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for _, s := range subs {
+			wg.Go(func() {
+				for range batch {
+					if _, err := s.Recv(); err != nil {
+						b.Error(err)
+						return
+					}
+					d := time.Since(start)
+					mu.Lock()
+					lat = append(lat, d)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
+	}
+}
+
+// BenchmarkFanout reports one incident per iteration and waits until each
+// of 1,000 subscribers has received it (ns/op is the fan-out time); raw-
+// jetstream publishes one message to 1,000 ordered consumers of an
+// embedded JetStream, the pipe underneath.
+func BenchmarkFanout(b *testing.B) {
+	const nsubs = 1000
+	b.Run("raw-jetstream", func(b *testing.B) {
+		r := startRaw(b)
+		ctx := context.Background()
+		var its []jetstream.MessagesContext
+		for range nsubs {
+			cons, err := r.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy})
+			if err != nil {
+				b.Fatal(err)
+			}
+			it, err := cons.Messages()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(it.Stop)
+			its = append(its, it)
+		}
+		for b.Loop() {
+			if _, err := r.js.Publish(ctx, subject, []byte("incident")); err != nil {
+				b.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			for _, it := range its {
+				wg.Go(func() {
+					if _, err := it.Next(); err != nil {
+						b.Error(err)
+					}
+				})
+			}
+			wg.Wait()
+		}
+	})
+	b.Run("phx", func(b *testing.B) {
+		h := servertest.Start(b)
+		subs := subscribers(b, h, nsubs, &phxv1.SubscribeRequest{Kinds: []phxv1.Kind{phxv1.Kind_KIND_INCIDENT}})
+		c, err := sdk.New(h.Addr, sdk.WithTLSConfig(h.ClientTLS(b, org)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		ctx := context.Background()
+		for b.Loop() {
+			if _, err := c.ReportIncident(ctx, &phxv1.Incident{
+				Title: "fan-out", Severity: phxv1.Severity_SEVERITY_LOW, Classification: phxv1.Classification_CLASSIFICATION_ADVISORY,
+				Affected: []*phxv1.Affected{{Product: product}}, Audience: &phxv1.Audience{Tlp: phxv1.Tlp_TLP_GREEN},
+			}); err != nil {
+				b.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			for _, s := range subs {
+				wg.Go(func() {
+					if _, err := s.Recv(); err != nil {
+						b.Error(err)
+					}
+				})
+			}
+			wg.Wait()
+		}
+	})
 }

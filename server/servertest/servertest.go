@@ -22,6 +22,9 @@ import (
 type Hub struct {
 	// Addr is the hub's gRPC address (127.0.0.1:port).
 	Addr string
+	// MetricsAddr is the Prometheus metrics address (host:port of
+	// /metrics), when started WithMetrics.
+	MetricsAddr string
 	// DataDir is the hub's data directory.
 	DataDir string
 	// PKI names the dev certificate files.
@@ -45,6 +48,10 @@ func WithDataDir(dir string) Option { return func(c *server.Config) { c.DataDir 
 
 // WithLogger sets the hub's logger (default: discard, or stderr with PHX_TEST_LOG=1).
 func WithLogger(l *slog.Logger) Option { return func(c *server.Config) { c.Logger = l } }
+
+// WithMetrics serves the hub's Prometheus metrics on a free loopback port
+// (Hub.MetricsAddr).
+func WithMetrics() Option { return func(c *server.Config) { c.MetricsListen = "127.0.0.1:0" } }
 
 // WithConfig edits the configuration directly.
 func WithConfig(f func(*server.Config)) Option { return Option(f) }
@@ -89,8 +96,11 @@ func start(dir string, opts ...Option) (*Hub, error) {
 	if err := h.run(); err != nil {
 		return nil, err
 	}
-	// Later restarts keep the same address.
+	// Later restarts keep the same addresses.
 	h.cfg.Listen = h.Addr
+	if h.MetricsAddr != "" {
+		h.cfg.MetricsListen = h.MetricsAddr
+	}
 	return h, nil
 }
 
@@ -112,6 +122,9 @@ func (h *Hub) run() error {
 		return fmt.Errorf("hub did not start in 30s")
 	}
 	h.Addr, h.cancel, h.done = srv.Addr().String(), cancel, done
+	if a := srv.MetricsAddr(); a != nil {
+		h.MetricsAddr = a.String()
+	}
 	return nil
 }
 

@@ -121,6 +121,7 @@ func commands() []*command {
 		}},
 		watchCmd(),
 		simulateCmd(),
+		benchCmd(),
 		{name: "token", summary: "issue and revoke bearer tokens (operator)", subs: []*command{
 			tokenIssueCmd(), tokenRevokeCmd(),
 		}},

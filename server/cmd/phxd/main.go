@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"strconv"
@@ -22,9 +23,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/phx-exchange/phx/internal/members"
 	"github.com/phx-exchange/phx/internal/pki"
 	"github.com/phx-exchange/phx/internal/version"
 	"github.com/phx-exchange/phx/server"
+	"github.com/phx-exchange/phx/server/internal/grpcapi"
 )
 
 func main() {
@@ -70,6 +73,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.TokenKeys, "token-keys", "", "directory of the Ed25519 keys that sign bearer tokens (default <data-dir>/tokens; replicas share one)")
 	fs.DurationVar(&cfg.TokenMaxTTL, "token-max-ttl", 30*24*time.Hour, "longest lifetime of an issued bearer token")
 	fs.DurationVar(&cfg.HealthRetention, "health-retention", 7*24*time.Hour, "how long health cells are kept")
+	cfg.RateSignals, cfg.RateWrites, cfg.RateReads = grpcapi.DefaultRateSignals, grpcapi.DefaultRateWrites, grpcapi.DefaultRateReads
+	fs.Var((*rateFlag)(&cfg.RateSignals), "rate-signals", "health signals each org may publish per second, as `RATE[:BURST]` (burst default: 2 s worth; 0: no limit)")
+	fs.Var((*rateFlag)(&cfg.RateWrites), "rate-writes", "other writes (rollouts, incidents, answers, admin) each org may make per second, as `RATE[:BURST]` (0: no limit)")
+	fs.Var((*rateFlag)(&cfg.RateReads), "rate-reads", "reads and Subscribe calls each org may make per second, as `RATE[:BURST]` (0: no limit)")
+	fs.IntVar(&cfg.FeedQueue, "feed-queue", 256, "envelopes that may wait for one subscriber that reads slowly")
+	fs.DurationVar(&cfg.FeedStall, "feed-stall", 30*time.Second, "how long a subscriber's queue may stay full and unread before its stream ends with Aborted (it resumes from its cursor)")
 	fs.BoolVar(&cfg.SyncAlways, "sync-always", false, "fsync every write before acknowledging it (embedded NATS)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
@@ -165,6 +174,43 @@ or with the environment:
   export PHX_HUB=%s PHX_CA=%s PHX_CERT=%s PHX_KEY=%s
 
 `, addr, l.CACert(), l.Members(), addr, l.CACert(), l.OrgCert("contoso"), l.OrgKey("contoso"))
+}
+
+// rateFlag is a rate limit given as RATE[:BURST]; 0 turns it off.
+type rateFlag members.Rate
+
+func (r *rateFlag) String() string {
+	if r == nil {
+		return ""
+	}
+	if r.PerSecond < 0 {
+		return "0"
+	}
+	s := strconv.FormatFloat(r.PerSecond, 'f', -1, 64)
+	if r.Burst > 0 {
+		s += ":" + strconv.Itoa(r.Burst)
+	}
+	return s
+}
+
+func (r *rateFlag) Set(s string) error {
+	rs, bs, hasBurst := strings.Cut(s, ":")
+	v, err := strconv.ParseFloat(rs, 64)
+	if err != nil || v < 0 || math.IsInf(v, 0) || math.IsNaN(v) {
+		return fmt.Errorf("%q is not a rate (per second, 0 for no limit)", s)
+	}
+	b := 0
+	if hasBurst {
+		if b, err = strconv.Atoi(bs); err != nil || b < 1 {
+			return fmt.Errorf("%q: the burst is not a positive count", s)
+		}
+	}
+	if v == 0 {
+		*r = rateFlag{PerSecond: -1}
+		return nil
+	}
+	*r = rateFlag{PerSecond: v, Burst: b}
+	return nil
 }
 
 // uintFlag parses a positive count into *v.

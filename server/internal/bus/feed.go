@@ -202,6 +202,18 @@ type FeedMsg struct {
 // out, each stream in order, until ctx ends or a stream fails.
 func (b *Bus) Feed(ctx context.Context, req FeedRequest, start Cursor, out chan<- FeedMsg) error {
 	g, ctx := errgroup.WithContext(ctx)
+	// The consumers are deleted when the feed ends: left to expire they
+	// would count against the stream's consumers for minutes.
+	var consumers []jetstream.Consumer
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		for _, c := range consumers {
+			if info := c.CachedInfo(); info != nil {
+				_ = b.js.DeleteConsumer(dctx, info.Stream, info.Name)
+			}
+		}
+	}()
 	for i := range NumFeeds {
 		if !req.Read[i] {
 			continue
@@ -215,13 +227,20 @@ func (b *Bus) Feed(ctx context.Context, req FeedRequest, start Cursor, out chan<
 		if err != nil {
 			return err
 		}
+		consumers = append(consumers, cons)
 		g.Go(func() error { return pump(ctx, f, cons, out) })
 	}
 	return g.Wait()
 }
 
+// feedPull is how many messages a feed's consumer fetches ahead of its
+// reader, per stream: enough to keep a subscriber that keeps up busy, and
+// all a subscriber that falls behind holds in the hub (the rest waits in
+// the stream).
+const feedPull = 128
+
 func pump(ctx context.Context, f FeedStream, cons jetstream.Consumer, out chan<- FeedMsg) error {
-	it, err := cons.Messages()
+	it, err := cons.Messages(jetstream.PullMaxMessages(feedPull))
 	if err != nil {
 		return err
 	}

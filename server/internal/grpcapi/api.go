@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -58,6 +59,10 @@ type Config struct {
 	// Draining is closed when the hub starts shutting down; live streams end
 	// with Unavailable so clients resume elsewhere.
 	Draining <-chan struct{}
+	// RateLimits are the per-org token buckets (zero: the defaults).
+	RateLimits RateLimits
+	// Feed bounds what each subscriber may leave unread (zero: defaults).
+	Feed FeedLimits
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -69,6 +74,10 @@ type API struct {
 	// receipts caches the receipts this hub has recorded (subject → first
 	// time), so a delivery costs a write only the first time.
 	receipts sync.Map
+	limits   *limiter
+	// flight merges identical lookups made at once by the streams an item
+	// is fanned out to.
+	flight singleflight.Group
 }
 
 // New returns the services.
@@ -89,7 +98,8 @@ func New(cfg Config) *API {
 	if cfg.Audit != nil {
 		cfg.Metrics.audit.Store(cfg.Audit)
 	}
-	return &API{cfg: cfg, log: cfg.Logger}
+	cfg.Feed.defaults()
+	return &API{cfg: cfg, log: cfg.Logger, limits: newLimiter(cfg.RateLimits, cfg.Now)}
 }
 
 // Register registers every phx.v1 service on s.
@@ -129,6 +139,20 @@ func (a *API) authenticate(ctx context.Context, method string) (context.Context,
 	return authn.NewContext(ctx, id), nil
 }
 
+// limit spends n tokens of method's class from the caller's bucket.
+func (a *API) limit(ctx context.Context, method string, n int) error {
+	id, ok := authn.FromContext(ctx)
+	if !ok {
+		return nil // public methods
+	}
+	c := classOf(method)
+	err := a.limits.allow(id, c, n)
+	if err != nil {
+		a.cfg.Metrics.rateLimited.WithLabelValues(classNames[c]).Inc()
+	}
+	return err
+}
+
 // UnaryInterceptor authenticates and authorizes every call, recovers
 // panics, maps errors to status codes, and records metrics.
 func (a *API) UnaryInterceptor() grpc.UnaryServerInterceptor {
@@ -145,6 +169,9 @@ func (a *API) UnaryInterceptor() grpc.UnaryServerInterceptor {
 		}()
 		ctx, raw = a.authenticate(ctx, info.FullMethod)
 		if raw != nil {
+			return nil, toStatus(raw)
+		}
+		if raw = a.limit(ctx, info.FullMethod, cost(classOf(info.FullMethod), req)); raw != nil {
 			return nil, toStatus(raw)
 		}
 		resp, raw = handler(ctx, req)
@@ -165,6 +192,9 @@ func (a *API) StreamInterceptor() grpc.StreamServerInterceptor {
 		}()
 		ctx, err := a.authenticate(ss.Context(), info.FullMethod)
 		if err != nil {
+			return toStatus(err)
+		}
+		if err := a.limit(ctx, info.FullMethod, 1); err != nil {
 			return toStatus(err)
 		}
 		ctx, stop := a.credentialBound(ctx)

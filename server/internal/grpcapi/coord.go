@@ -225,6 +225,25 @@ func (a *API) receipt(ctx context.Context, incidentID, org, what string) (time.T
 	if t, ok := a.receipts.Load(subj); ok {
 		return t.(time.Time), nil
 	}
+	// An incident fanned out to many streams of one org asks at once:
+	// one of them records the receipt, the others wait for it.
+	v, err, _ := a.flight.Do("receipt "+subj, func() (any, error) {
+		ctx, cancel := sharedCtx(ctx)
+		defer cancel()
+		return a.recordReceipt(ctx, subj)
+	})
+	if err != nil {
+		return time.Time{}, err
+	}
+	return v.(time.Time), nil
+}
+
+// recordReceipt stores the receipt subj unless it is stored already, and
+// returns its time.
+func (a *API) recordReceipt(ctx context.Context, subj string) (time.Time, error) {
+	if t, ok := a.receipts.Load(subj); ok {
+		return t.(time.Time), nil
+	}
 	now := a.cfg.Now().UTC()
 	data, _ := now.MarshalText()
 	_, err := a.cfg.Bus.PublishExpect(ctx, bus.Message{Subject: subj, Data: data}, subj, 0)

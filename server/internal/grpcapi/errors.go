@@ -9,6 +9,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
 	"github.com/phx-exchange/phx/server/internal/authn"
@@ -94,6 +96,28 @@ func toStatus(err error) error {
 			if d, derr := st.WithDetails(&errdetails.PreconditionFailure{Violations: []*errdetails.PreconditionFailure_Violation{{Type: "MIN_COHORT", Subject: fe.rule, Description: fe.msg}}}); derr == nil {
 				st = d
 			}
+		}
+		return st.Err()
+	}
+	var rl *errRateLimited
+	if errors.As(err, &rl) {
+		st := status.New(codes.ResourceExhausted, rl.Error())
+		details := []protoadapt.MessageV1{&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{
+			Subject: "org:" + rl.org, Description: rl.Error(),
+		}}}}
+		if rl.retry > 0 {
+			details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(rl.retry)})
+		}
+		if d, derr := st.WithDetails(details...); derr == nil {
+			st = d
+		}
+		return st.Err()
+	}
+	var slow *errTooSlow
+	if errors.As(err, &slow) {
+		st := status.New(codes.Aborted, slow.Error())
+		if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: "SUBSCRIBER_TOO_SLOW", Domain: "phx", Metadata: map[string]string{"cursor": slow.cursor}}); derr == nil {
+			st = d
 		}
 		return st.Err()
 	}

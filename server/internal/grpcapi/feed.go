@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -148,7 +149,7 @@ func (s *feedSvc) Subscribe(req *phxv1.SubscribeRequest, stream grpc.ServerStrea
 	defer untrack()
 
 	ctx, cancel := context.WithCancel(ctx)
-	out := make(chan bus.FeedMsg, 256)
+	out := make(chan bus.FeedMsg, 64)
 	errc := make(chan error, 1)
 	go func() { errc <- s.a.cfg.Bus.Feed(ctx, fr, cursor, out) }()
 	defer func() {
@@ -167,22 +168,67 @@ func (s *feedSvc) Subscribe(req *phxv1.SubscribeRequest, stream grpc.ServerStrea
 		r.OrgRole = mem.Role
 		return nil
 	}
-	heartbeat := func() error {
-		if err := member(); err != nil {
-			return err
-		}
-		return stream.Send(&phxv1.Envelope{Cursor: cursor.String(), Kind: phxv1.Kind_KIND_HEARTBEAT, PublishedAt: s.a.now()})
+	heartbeatEnv := func() *phxv1.Envelope {
+		return &phxv1.Envelope{Cursor: cursor.String(), Kind: phxv1.Kind_KIND_HEARTBEAT, PublishedAt: s.a.now()}
 	}
 	// The first heartbeat hands out the start position at once, so a client
 	// that drops before any item arrives resumes from here.
-	if err := heartbeat(); err != nil {
+	if err := member(); err != nil {
 		return err
 	}
+	if err := stream.Send(heartbeatEnv()); err != nil {
+		return err
+	}
+
+	// From here one goroutine sends, so that a subscriber that reads slowly
+	// or not at all holds up only its own queue: this loop notices when the
+	// queue stays full and cuts the subscriber off. Sending blocks once the
+	// subscriber's HTTP/2 window is full; a send blocked on a subscriber that
+	// stopped reading returns when the stream ends, which gRPC does as soon
+	// as this handler returns (it writes the status and cancels the stream).
+	// So the sender is waited for only when the stream has ended already;
+	// when this handler ends a live stream, the sender stops right after it.
+	q := make(chan *phxv1.Envelope, s.a.cfg.Feed.Queue)
+	snd := &feedSender{s: s, stream: stream, q: q, stop: make(chan struct{}), done: make(chan struct{}), errc: make(chan error, 1), org: id.Org}
+	snd.lastSent.Store(cursor.String())
+	go snd.run(ctx)
+	defer func() {
+		close(snd.stop)
+		if stream.Context().Err() != nil {
+			<-snd.done
+		}
+	}()
+	stall := time.NewTimer(s.a.cfg.Feed.Stall)
+	stall.Stop()
+	defer stall.Stop()
+	// enqueue hands env to the sender, waiting at most Feed.Stall for room.
+	enqueue := func(env *phxv1.Envelope) error {
+		select {
+		case q <- env:
+			return nil
+		default:
+		}
+		stall.Reset(s.a.cfg.Feed.Stall)
+		defer stall.Stop()
+		select {
+		case q <- env:
+			return nil
+		case <-stall.C:
+			m.cutOff.Inc()
+			err := &errTooSlow{queued: len(q), stall: s.a.cfg.Feed.Stall, cursor: snd.lastSent.Load().(string)}
+			s.a.log.Info("subscriber cut off", "org", id.Org, "err", err)
+			return err
+		case err := <-snd.errc:
+			return err
+		case <-s.a.cfg.Draining:
+			return errShuttingDown
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+
 	timer := time.NewTimer(hb)
 	defer timer.Stop()
-	// What the subscriber receives is audited in batches.
-	sent := s.a.newDeliveries(ctx, id.Org)
-	defer sent.flush()
 	for {
 		select {
 		case fm := <-out:
@@ -216,22 +262,23 @@ func (s *feedSvc) Subscribe(req *phxv1.SubscribeRequest, stream grpc.ServerStrea
 				continue
 			}
 			env.Cursor = cursor.String()
-			if err := stream.Send(env); err != nil {
+			if err := enqueue(env); err != nil {
 				return err
 			}
-			if in := env.GetIncident(); in != nil {
-				s.a.delivered(ctx, in.Id, id.Org)
-			}
-			m.delivered.WithLabelValues(env.Kind.String()).Inc()
-			sent.add(env)
 			timer.Reset(hb)
-		case <-sent.C:
-			sent.flush()
 		case <-timer.C:
-			if err := heartbeat(); err != nil {
+			if err := member(); err != nil {
 				return err
 			}
+			// A heartbeat only says the hub is alive: a subscriber with a
+			// full queue has items to read and does without.
+			select {
+			case q <- heartbeatEnv():
+			default:
+			}
 			timer.Reset(hb)
+		case err := <-snd.errc:
+			return err
 		case err := <-errc:
 			errc <- err // for the deferred wait
 			if ctx.Err() != nil {
@@ -249,6 +296,94 @@ func (s *feedSvc) Subscribe(req *phxv1.SubscribeRequest, stream grpc.ServerStrea
 	}
 }
 
+// FeedLimits bound what one subscriber may leave unread in the hub.
+type FeedLimits struct {
+	// Queue is how many envelopes may wait to be sent to one subscriber
+	// (default 256), on top of what its HTTP/2 flow-control window holds.
+	Queue int
+	// Stall is how long a subscriber's queue may stay full, the subscriber
+	// taking nothing from it, before the hub ends the stream with Aborted
+	// (default 30s). The subscriber resumes from its last cursor and loses
+	// nothing: what was not sent stays in JetStream, not in the hub.
+	Stall time.Duration
+}
+
+func (l *FeedLimits) defaults() {
+	if l.Queue <= 0 {
+		l.Queue = 256
+	}
+	if l.Stall <= 0 {
+		l.Stall = 30 * time.Second
+	}
+}
+
+// errTooSlow ends the stream of a subscriber that stopped reading.
+type errTooSlow struct {
+	queued int
+	stall  time.Duration
+	// cursor is the cursor of the last envelope handed to the transport.
+	cursor string
+}
+
+func (e *errTooSlow) Error() string {
+	return fmt.Sprintf("subscriber too slow: %d items waited %v unread; resume from cursor %s (the last one sent; or from the last one received, if later)", e.queued, e.stall, e.cursor)
+}
+
+// feedSender sends a subscriber's envelopes: the only goroutine that calls
+// stream.Send once the first heartbeat is out.
+type feedSender struct {
+	s      *feedSvc
+	stream grpc.ServerStreamingServer[phxv1.Envelope]
+	q      <-chan *phxv1.Envelope
+	stop   chan struct{} // closed when the handler returns
+	done   chan struct{} // closed when run returns
+	errc   chan error    // the send error that ended run, if any (buffered)
+	org    string
+	// lastSent is the cursor (string) of the last envelope sent.
+	lastSent atomic.Value
+}
+
+func (f *feedSender) run(ctx context.Context) {
+	defer close(f.done)
+	m := f.s.a.cfg.Metrics
+	// What the subscriber receives is audited in batches.
+	sent := f.s.a.newDeliveries(ctx, f.org)
+	defer sent.flush()
+	for {
+		select {
+		case env := <-f.q:
+			select {
+			case <-f.stop:
+				return // the handler has returned: the stream is over
+			default:
+			}
+			if err := f.stream.Send(env); err != nil {
+				f.errc <- err
+				return
+			}
+			f.lastSent.Store(env.Cursor)
+			if env.Kind == phxv1.Kind_KIND_HEARTBEAT {
+				continue
+			}
+			if in := env.GetIncident(); in != nil {
+				f.s.a.delivered(ctx, in.Id, f.org)
+			}
+			m.delivered.WithLabelValues(env.Kind.String()).Inc()
+			sent.add(env)
+		case <-sent.C:
+			sent.flush()
+		case <-f.stop:
+			return
+		}
+	}
+}
+
+// sharedCtx is the context of a lookup shared by several callers: one
+// caller going away must not fail it for the others.
+func sharedCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+}
+
 // currentVisible reports whether r may see the current state of the rollout
 // or incident that fm is a revision of. An update may narrow an audience:
 // from then on an org narrowed out finds no revision of the item, not in a
@@ -258,14 +393,23 @@ func (s *feedSvc) currentVisible(ctx context.Context, fm bus.FeedMsg, r policy.R
 	if fm.Stream != bus.FeedRollouts && fm.Stream != bus.FeedIncidents {
 		return true, false, nil
 	}
-	m, err := s.a.cfg.Bus.Last(ctx, fm.Stream.StreamName(), fm.Subject)
+	// Every stream an item is fanned out to asks at about the same time:
+	// they share one lookup. An answer older than fm (a lookup that began
+	// before fm was stored) makes fm the current revision.
+	stream := fm.Stream.StreamName()
+	v, err, _ := s.a.flight.Do("last "+stream+" "+fm.Subject, func() (any, error) {
+		ctx, cancel := sharedCtx(ctx)
+		defer cancel()
+		return s.a.cfg.Bus.Last(ctx, stream, fm.Subject)
+	})
 	if errors.Is(err, bus.ErrNotFound) {
 		return false, false, nil
 	}
 	if err != nil {
 		return false, false, err
 	}
-	if m.Seq == fm.Seq {
+	m := v.(*bus.StoredMsg)
+	if m.Seq <= fm.Seq {
 		return true, false, nil // fm is the current revision
 	}
 	cur, err := decodeEnvelope(m.Data)

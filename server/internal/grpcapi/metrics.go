@@ -29,6 +29,8 @@ type Metrics struct {
 	signals      *prometheus.CounterVec
 	subscribers  prometheus.Gauge
 	delivered    *prometheus.CounterVec
+	rateLimited  *prometheus.CounterVec
+	cutOff       prometheus.Counter
 	auditQueue   prometheus.GaugeFunc
 	auditRecords prometheus.CounterFunc
 	published    *prometheus.CounterVec
@@ -60,6 +62,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "phx_feed_delivered_total", Help: "Envelopes delivered to subscribers by kind.",
 		}, []string{"kind"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "phx_rate_limited_total", Help: "Calls refused by a per-org rate limit, by class (signals, writes, reads).",
+		}, []string{"class"}),
+		cutOff: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "phx_feed_cut_off_total", Help: "Subscribe streams ended because the subscriber stopped reading.",
+		}),
 	}
 	m.auditQueue = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "phx_audit_queue", Help: "Audit records waiting to be stored.",
@@ -86,8 +94,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{"kind", "code", "reason"})
 	m.lags.init()
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.authFailures, m.signals, m.subscribers, m.delivered, m.auditQueue, m.auditRecords,
-			m.published, m.rejected, &m.lags)
+		reg.MustRegister(m.requests, m.latency, m.authFailures, m.signals, m.subscribers, m.delivered, m.rateLimited, m.cutOff,
+			m.auditQueue, m.auditRecords, m.published, m.rejected, &m.lags)
 	}
 	return m
 }
