@@ -217,3 +217,62 @@ func TestDetectorEndToEnd(t *testing.T) {
 	}
 	h.stop(t)
 }
+
+// evalRow is one line of `phx simulate --eval --json`.
+type evalRow struct {
+	Scenario          string    `json:"scenario"`
+	RolloutHours      float64   `json:"rollout_hours"`
+	FaultyRollout     string    `json:"faulty_rollout"`
+	FirstFaultyWindow time.Time `json:"first_faulty_window"`
+	AdvisoryWindowEnd time.Time `json:"advisory_window_end"`
+	Windows           int       `json:"windows"`
+	RightBlamed       bool      `json:"right_rollout_blamed"`
+	Advisories        int       `json:"advisories"`
+	FalseAdvisories   int       `json:"false_advisories"`
+	False             []string  `json:"false"`
+}
+
+// TestSimulateEval runs `phx simulate --eval --in-process` as a process:
+// the four scenarios against a fresh hub inside it, scored against the
+// ground truth. The fleet is small (the minimum cohort slows detection;
+// README has the figures at scale), so it checks who is blamed, not how
+// fast.
+func TestSimulateEval(t *testing.T) {
+	if testing.Short() {
+		t.Skip("simulates four scenarios")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "phx"), "--json", "simulate", "--eval", "--in-process",
+		"--seed", "7", "--duration", "100m", "--devices", "40000")
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v\n%s", err, e.String())
+	}
+	rows := map[string]evalRow{}
+	sc := bufio.NewScanner(&o)
+	for sc.Scan() {
+		var r evalRow
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("%v: %s", err, sc.Text())
+		}
+		rows[r.Scenario] = r
+		t.Logf("%s: %.1f rollout-hours, first faulty window %s, advisory %s (%d windows), right first %v, %d advisories, %d false %v",
+			r.Scenario, r.RolloutHours, r.FirstFaultyWindow.Format("15:04"), r.AdvisoryWindowEnd.Format("15:04"), r.Windows,
+			r.RightBlamed, r.Advisories, r.FalseAdvisories, r.False)
+	}
+	if len(rows) != 4 {
+		t.Fatalf("%d scenarios, want 4:\n%s", len(rows), o.String())
+	}
+	for _, sc := range []string{"channel-file-291", "platform-conflict"} {
+		if r := rows[sc]; !r.RightBlamed || r.AdvisoryWindowEnd.IsZero() {
+			t.Errorf("%s: the faulty rollout %s was not blamed first", sc, r.FaultyRollout)
+		}
+	}
+	for sc, r := range rows {
+		if r.FalseAdvisories != 0 || r.RolloutHours <= 0 {
+			t.Errorf("%s: %d false advisories %v, %.1f rollout-hours", sc, r.FalseAdvisories, r.False, r.RolloutHours)
+		}
+	}
+}

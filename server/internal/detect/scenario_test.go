@@ -114,6 +114,9 @@ var scenarioStart = time.Date(2024, 7, 19, 4, 0, 0, 0, time.UTC)
 // TestScenarioDetection runs the faulty scenarios of the simulator through
 // the detector and checks what it raises against the ground truth.
 func TestScenarioDetection(t *testing.T) {
+	if raceEnabled {
+		t.Skip("simulates a fleet; too slow under the race detector (scripts/test runs it without)")
+	}
 	p := sim.DefaultParams()
 	p.Devices = *scenarioDevices
 	tests := []struct {
@@ -169,6 +172,9 @@ func TestScenarioDetection(t *testing.T) {
 //
 //	go test ./server/internal/detect -run TestNormalNoFalseAdvisories -v -timeout 3h -scenario.rollout-hours 10000
 func TestNormalNoFalseAdvisories(t *testing.T) {
+	if raceEnabled {
+		t.Skip("simulates a fleet; too slow under the race detector (scripts/test runs it without)")
+	}
 	p := sim.DefaultParams()
 	const dur = 4 * time.Hour
 	var (
