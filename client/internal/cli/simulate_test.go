@@ -92,4 +92,3 @@ func TestSimulateUsage(t *testing.T) {
 		})
 	}
 }
-
