@@ -181,7 +181,10 @@ func campaign(ctx context.Context, cfg Config, l *lease) bool {
 		case <-ctx.Done():
 			t.Stop()
 			return false
-		case <-changed:
+		case _, ok := <-changed:
+			if !ok {
+				changed = nil // the watch ended: looking from time to time is enough
+			}
 		case <-t.C:
 		}
 		t.Stop()
@@ -192,15 +195,18 @@ func campaign(ctx context.Context, cfg Config, l *lease) bool {
 // (after releasing the lease) or the lease is lost, and the detector's
 // error if it stopped by itself.
 func hold(ctx context.Context, cfg Config, kv jetstream.KeyValue, l *lease) error {
-	cfg.Leader(true)
-	defer func() {
-		cfg.Leader(false)
-		cfg.Lag(0)
-	}()
 	dctx, stop := context.WithCancel(ctx)
 	defer stop()
 	done := make(chan error, 1)
+	cfg.Leader(true)
 	go func() { done <- runDetector(dctx, cfg, kv) }()
+	// ended stops the detector and waits for it.
+	ended := func() {
+		stop()
+		<-done
+		cfg.Leader(false)
+		cfg.Lag(0)
+	}
 	release := func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
@@ -215,11 +221,12 @@ func hold(ctx context.Context, cfg Config, kv jetstream.KeyValue, l *lease) erro
 	for {
 		select {
 		case <-ctx.Done():
-			stop()
-			<-done
+			ended()
 			release()
 			return nil
 		case err := <-done:
+			done <- err
+			ended()
 			release()
 			return err
 		case <-t.C:
@@ -230,7 +237,9 @@ func hold(ctx context.Context, cfg Config, kv jetstream.KeyValue, l *lease) erro
 			t.Reset(l.renew)
 			continue
 		case ctx.Err() != nil:
-			continue // shutting down: the next round releases
+			ended()
+			release()
+			return nil
 		case errors.Is(err, errLeaseLost):
 			cfg.Logger.Warn("detector lease lost: another replica holds it", "holder", l.id)
 		case !time.Now().Before(l.deadline()):
@@ -240,8 +249,7 @@ func hold(ctx context.Context, cfg Config, kv jetstream.KeyValue, l *lease) erro
 			t.Reset(min(l.renew/4, time.Until(l.deadline())))
 			continue
 		}
-		stop()
-		<-done
+		ended()
 		l.rev = 0
 		return nil
 	}
