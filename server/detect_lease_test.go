@@ -286,10 +286,11 @@ func TestDetectorLeaseFailover(t *testing.T) {
 	}
 
 	// The holder shuts down: it releases the lease, and the first hub
-	// takes over at once, from the stored state.
+	// (watching the key since NATS came back) takes over at once, from
+	// the stored state.
 	stopAt := time.Now()
 	second.h.Stop()
-	waitLeader(t, ttl, []*leaseReplica{first}, nil)
+	waitLeader(t, renew/2, []*leaseReplica{first}, nil)
 	t.Logf("hub %s stopped; hub %s took over after %s", second.name, first.name, time.Since(stopAt).Round(time.Millisecond))
 	var starts []string
 	for deadline := time.Now().Add(5 * time.Second); len(starts) < 2 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {

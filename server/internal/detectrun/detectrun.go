@@ -153,11 +153,12 @@ func Run(ctx context.Context, cfg Config) error {
 // every RenewInterval, when the holder's lease time has passed, and at
 // once when the lease key changes (a holder released it).
 func campaign(ctx context.Context, cfg Config, l *lease) bool {
-	var changed <-chan jetstream.KeyValueEntry
-	if w, err := l.kv.Watch(ctx, leaseKey, jetstream.UpdatesOnly()); err == nil {
-		defer w.Stop()
-		changed = w.Updates()
-	}
+	var w jetstream.KeyWatcher
+	defer func() {
+		if w != nil {
+			_ = w.Stop()
+		}
+	}()
 	waiting := false
 	for {
 		before := l.seenHolder
@@ -176,14 +177,28 @@ func campaign(ctx context.Context, cfg Config, l *lease) bool {
 			cfg.Logger.Info("detector lease held by another replica", "holder", l.seenHolder)
 			waiting = true
 		}
+		if w == nil && err == nil {
+			// Watch the key while NATS answers (again, after an
+			// outage), and look once more: a release in between is
+			// not missed.
+			if w, err = l.kv.Watch(ctx, leaseKey, jetstream.UpdatesOnly()); err == nil {
+				continue
+			}
+			w = nil
+		}
+		var changed <-chan jetstream.KeyValueEntry
+		if w != nil {
+			changed = w.Updates()
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return false
-		case _, ok := <-changed:
-			if !ok {
-				changed = nil // the watch ended: looking from time to time is enough
+		case _, open := <-changed:
+			if !open {
+				_ = w.Stop()
+				w = nil // the watch ended: made again on the next look that works
 			}
 		case <-t.C:
 		}

@@ -36,7 +36,7 @@ const leaseKey = "lease"
 type leaseValue struct {
 	Holder string `json:"holder"`
 	// TTL is the holder's lease time: candidates wait this long.
-	TTL time.Duration `json:"ttl"`
+	TTL time.Duration `json:"ttl_ns"`
 	// Expires is when the lease ends unless renewed, by the holder's
 	// clock; for people reading the bucket, never for a decision.
 	Expires time.Time `json:"expires"`
