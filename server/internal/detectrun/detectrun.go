@@ -124,7 +124,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Leader == nil {
 		cfg.Leader = func(bool) {}
 	}
-	kv, err := cfg.Bus.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: Bucket, Description: "phx detector state and lease"})
+	kv, err := cfg.Bus.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: Bucket, Description: "phx detector state"})
 	if err != nil {
 		return fmt.Errorf("detector state bucket: %w", err)
 	}
