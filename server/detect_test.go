@@ -29,49 +29,7 @@ func TestDetectorRaisesAdvisory(t *testing.T) {
 	}
 	contosoFeed := open(t, contoso, &phxv1.SubscribeRequest{Kinds: []phxv1.Kind{phxv1.Kind_KIND_ADVISORY}})
 
-	c, err := sdk.New(h.Addr, sdk.WithCertFiles(h.PKI.CACert(), h.PKI.OrgCert("contoso"), h.PKI.OrgKey("contoso")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	start := time.Now().Truncate(time.Minute).Add(-8 * time.Minute)
-	now := start
-	b, err := cellbuilder.New(cellbuilder.WithClock(func() time.Time { return now }), cellbuilder.WithLateness(0),
-		cellbuilder.WithAudience(&phxv1.Audience{Tlp: phxv1.Tlp_TLP_AMBER}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// 2,000 devices on 291.1 keep checking in; 200 canary devices take
-	// 291.2 in minute 2 and are never heard from again.
-	for m := range 6 {
-		at := start.Add(time.Duration(m) * time.Minute)
-		now = at
-		for i := range 2200 {
-			canary := i >= 2000
-			if canary && m > 2 {
-				continue // boot loop: silent
-			}
-			o := cellbuilder.Observation{Time: at.Add(time.Duration(i) * time.Millisecond), Device: fmt.Sprintf("dev-%d", i), Tenant: fmt.Sprintf("t-%d", i%40),
-				Product: "contoso-av", ProductVersion: "7.16.18", ContentChannel: "channel-291", ContentVersion: "291.1",
-				Ring: phxv1.Ring_RING_BROAD, OSFamily: "windows", OSBuild: "10.0.22631.3880", Arch: "x64", Region: "global"}
-			if canary {
-				o.Ring = phxv1.Ring_RING_CANARY
-				if m >= 2 {
-					o.ContentVersion, o.RolloutID = "291.2", ro.RolloutId
-				}
-			}
-			if err := b.Observe(o); err != nil {
-				t.Fatal(err)
-			}
-		}
-		now = at.Add(time.Minute)
-		out, _ := b.Flush(now)
-		if len(out) > 0 {
-			if res, err := c.PublishSignals(ctx, out); err != nil || res.GetRejected() > 0 {
-				t.Fatalf("minute %d: %v %v", m, res, err)
-			}
-		}
-	}
+	publishBootLoop(t, h, ro, time.Now().Truncate(time.Minute).Add(-8*time.Minute), "dev")
 
 	env := contosoFeed.next()
 	adv := env.GetAdvisory()
@@ -101,6 +59,55 @@ func TestDetectorRaisesAdvisory(t *testing.T) {
 		}
 		if e.GetRollout().GetRolloutId() == mine.RolloutId {
 			break
+		}
+	}
+}
+
+// publishBootLoop publishes, as contoso through h, six minutes of cells
+// from start: 2,000 devices on 291.1 keep checking in; 200 canary devices
+// (named with prefix) take ro's content version in minute 2 and are never
+// heard from again.
+func publishBootLoop(t *testing.T, h *servertest.Hub, ro *phxv1.Rollout, start time.Time, prefix string) {
+	t.Helper()
+	ctx := testCtx(t)
+	c, err := sdk.New(h.Addr, sdk.WithCertFiles(h.PKI.CACert(), h.PKI.OrgCert("contoso"), h.PKI.OrgKey("contoso")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	now := start
+	b, err := cellbuilder.New(cellbuilder.WithClock(func() time.Time { return now }), cellbuilder.WithLateness(0),
+		cellbuilder.WithAudience(&phxv1.Audience{Tlp: phxv1.Tlp_TLP_AMBER}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range 6 {
+		at := start.Add(time.Duration(m) * time.Minute)
+		now = at
+		for i := range 2200 {
+			canary := i >= 2000
+			if canary && m > 2 {
+				continue // boot loop: silent
+			}
+			o := cellbuilder.Observation{Time: at.Add(time.Duration(i) * time.Millisecond), Device: fmt.Sprintf("%s-%d", prefix, i), Tenant: fmt.Sprintf("t-%d", i%40),
+				Product: "contoso-av", ProductVersion: "7.16.18", ContentChannel: ro.ContentChannel, ContentVersion: ro.PreviousVersion,
+				Ring: phxv1.Ring_RING_BROAD, OSFamily: "windows", OSBuild: "10.0.22631.3880", Arch: "x64", Region: "global"}
+			if canary {
+				o.Ring = phxv1.Ring_RING_CANARY
+				if m >= 2 {
+					o.ContentVersion, o.RolloutID = ro.ContentVersion, ro.RolloutId
+				}
+			}
+			if err := b.Observe(o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		now = at.Add(time.Minute)
+		out, _ := b.Flush(now)
+		if len(out) > 0 {
+			if res, err := c.PublishSignals(ctx, out); err != nil || res.GetRejected() > 0 {
+				t.Fatalf("minute %d: %v %v", m, res, err)
+			}
 		}
 	}
 }

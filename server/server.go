@@ -93,7 +93,14 @@ type Config struct {
 	// TokenMaxTTL caps the lifetime of issued tokens (default 30 days).
 	TokenMaxTTL time.Duration
 	// NoDetector turns the hub's detector off (it is on by default).
+	// Replicas that run it take turns through a lease: one runs it at a
+	// time, and another takes over when it stops or dies.
 	NoDetector bool
+	// DetectorLeaseTTL is how long the detector's lease holds without a
+	// renewal (default 15s): the longest a dead holder's detector stays
+	// unreplaced. DetectorRenewInterval is how often its holder renews it
+	// (default a third of that).
+	DetectorLeaseTTL, DetectorRenewInterval time.Duration
 	// ReadinessInterval is how often the hub checks that JetStream answers,
 	// for its readiness (grpc.health.v1 and /readyz; default 5s).
 	ReadinessInterval time.Duration
@@ -448,7 +455,8 @@ func (s *Server) Run(ctx context.Context) error {
 	// The detector follows health cells and rollouts and raises advisories.
 	if !cfg.NoDetector {
 		lag := prometheus.NewGauge(prometheus.GaugeOpts{Name: "phx_detector_lag_seconds", Help: "How far the detector is behind the stored health cells and rollouts."})
-		promReg.MustRegister(lag)
+		leader := prometheus.NewGauge(prometheus.GaugeOpts{Name: "phx_detector_leader", Help: "1 while this replica holds the detector's lease and runs it."})
+		promReg.MustRegister(lag, leader)
 		dcfg := detect.DefaultConfig()
 		for _, o := range reg.Get().Orgs() {
 			if m, _ := reg.Get().Lookup(o); m.Role == members.RolePlatform {
@@ -460,8 +468,18 @@ func (s *Server) Run(ctx context.Context) error {
 		defer stopDetector()
 		wg.Go(func() {
 			err := detectrun.Run(detCtx, detectrun.Config{
-				Bus: b, Engine: detect.New(dcfg), Registry: reg, Logger: s.log.With("part", "detector"),
-				Lag: func(d time.Duration) { lag.Set(d.Seconds()) },
+				Bus: b, NewEngine: func() detectrun.Engine { return detect.New(dcfg) }, Registry: reg, Logger: s.log.With("part", "detector"),
+				LeaseTTL: cfg.DetectorLeaseTTL, RenewInterval: cfg.DetectorRenewInterval,
+				// Only this process reaches an embedded NATS server.
+				Sole: cfg.NATSURL == "",
+				Lag:  func(d time.Duration) { lag.Set(d.Seconds()) },
+				Leader: func(on bool) {
+					if on {
+						leader.Set(1)
+					} else {
+						leader.Set(0)
+					}
+				},
 			})
 			if err != nil {
 				s.log.Error("detector stopped", "err", err)

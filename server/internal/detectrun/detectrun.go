@@ -7,9 +7,14 @@
 // Crash safety: advisories are stored before the state that raised them,
 // and each carries a message id derived from its content. After a crash the
 // engine replays from the last saved positions, raises the same advisories
-// again, and JetStream's de-duplication stores them once. Several hub
-// replicas may run the detector side by side for the same reason: their
-// advisories are identical and stored once.
+// again, and JetStream's de-duplication stores them once.
+//
+// One replica at a time: every hub replica that runs the detector is a
+// candidate for a lease kept in the same bucket (lease.go), and only its
+// holder runs the detector. A replica that takes the lease loads the state
+// its predecessor stored and continues from there; it first writes that
+// state back at the revision it read, and writes it only at the revision it
+// wrote last, so a deposed holder's late write is refused.
 package detectrun
 
 import (
@@ -55,13 +60,32 @@ const Publisher = "phx"
 
 // Config wires the detector.
 type Config struct {
-	Bus      *bus.Bus
-	Engine   Engine
-	Registry *members.Store
+	Bus *bus.Bus
+	// NewEngine returns a fresh engine; each time this replica takes the
+	// lease, one is made and given the stored state.
+	NewEngine func() Engine
+	Registry  *members.Store
 	// Interval between evaluations (default 2s).
 	Interval time.Duration
+	// LeaseTTL is how long the lease holds without a renewal (default
+	// 15s): when its holder dies, another replica takes over within about
+	// this time.
+	LeaseTTL time.Duration
+	// RenewInterval is how often the holder renews the lease (default
+	// LeaseTTL/3, and less than LeaseTTL/2). A holder that has not renewed
+	// for LeaseTTL-RenewInterval stops its detector.
+	RenewInterval time.Duration
+	// Sole says that no other hub can reach the bus (embedded NATS): a
+	// lease found held was left by an earlier run and is taken at once.
+	Sole bool
+	// Holder names this replica in the lease (default: host name,
+	// process id and a random part).
+	Holder string
 	// Lag, if set, is told how far behind the stored items the detector is.
-	Lag    func(time.Duration)
+	Lag func(time.Duration)
+	// Leader, if set, is told when this replica starts and stops running
+	// the detector.
+	Leader func(bool)
 	Logger *slog.Logger
 }
 
@@ -72,10 +96,24 @@ type saved struct {
 	Now time.Time `json:"now"`
 }
 
-// Run runs the detector until ctx ends.
+// errDeposed: the stored state was written by someone else since this
+// replica last wrote it.
+var errDeposed = errors.New("detector state written by another replica")
+
+// Run takes part in the lease until ctx ends, and runs the detector while
+// it holds it. On return the lease is released if it was held.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Interval <= 0 {
 		cfg.Interval = 2 * time.Second
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 15 * time.Second
+	}
+	if cfg.RenewInterval <= 0 || 2*cfg.RenewInterval >= cfg.LeaseTTL {
+		cfg.RenewInterval = cfg.LeaseTTL / 3
+	}
+	if cfg.Holder == "" {
+		cfg.Holder = holderID()
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -83,16 +121,167 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Lag == nil {
 		cfg.Lag = func(time.Duration) {}
 	}
+	if cfg.Leader == nil {
+		cfg.Leader = func(bool) {}
+	}
 	kv, err := cfg.Bus.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: Bucket, Description: "phx detector state"})
 	if err != nil {
 		return fmt.Errorf("detector state bucket: %w", err)
 	}
-	st, err := load(ctx, kv)
+	l := &lease{kv: kv, id: cfg.Holder, ttl: cfg.LeaseTTL, renew: cfg.RenewInterval, sole: cfg.Sole}
+	for {
+		if !campaign(ctx, cfg, l) {
+			return nil
+		}
+		err := hold(ctx, cfg, kv, l)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			// The detector failed: give the other replicas a turn.
+			cfg.Logger.Error("detector stopped", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(cfg.LeaseTTL):
+			}
+		}
+	}
+}
+
+// campaign waits until l is held, or ctx ends (false). It looks again
+// every RenewInterval, when the holder's lease time has passed, and at
+// once when the lease key changes (a holder released it).
+func campaign(ctx context.Context, cfg Config, l *lease) bool {
+	var w jetstream.KeyWatcher
+	defer func() {
+		if w != nil {
+			_ = w.Stop()
+		}
+	}()
+	waiting := false
+	for {
+		before := l.seenHolder
+		ok, wait, err := l.acquire(ctx)
+		if ctx.Err() != nil {
+			return false
+		}
+		if err != nil {
+			cfg.Logger.Warn("detector lease", "err", err)
+		}
+		if ok {
+			cfg.Logger.Info("detector lease acquired", "holder", l.id, "previous", before, "revision", l.rev)
+			return true
+		}
+		if !waiting && l.seenHolder != "" {
+			cfg.Logger.Info("detector lease held by another replica", "holder", l.seenHolder)
+			waiting = true
+		}
+		if w == nil && err == nil {
+			// Watch the key while NATS answers (again, after an
+			// outage), and look once more: a release in between is
+			// not missed.
+			if w, err = l.kv.Watch(ctx, leaseKey, jetstream.UpdatesOnly()); err == nil {
+				continue
+			}
+			w = nil
+		}
+		var changed <-chan jetstream.KeyValueEntry
+		if w != nil {
+			changed = w.Updates()
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case _, open := <-changed:
+			if !open {
+				_ = w.Stop()
+				w = nil // the watch ended: made again on the next look that works
+			}
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// hold runs the detector while l is held. It returns nil when ctx ends
+// (after releasing the lease) or the lease is lost, and the detector's
+// error if it stopped by itself.
+func hold(ctx context.Context, cfg Config, kv jetstream.KeyValue, l *lease) error {
+	dctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	cfg.Leader(true)
+	go func() { done <- runDetector(dctx, cfg, kv) }()
+	// ended stops the detector and waits for it.
+	ended := func() {
+		stop()
+		<-done
+		cfg.Leader(false)
+		cfg.Lag(0)
+	}
+	release := func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := l.release(rctx); err != nil {
+			cfg.Logger.Warn("detector lease not released", "err", err)
+			return
+		}
+		cfg.Logger.Info("detector lease released", "holder", l.id)
+	}
+	t := time.NewTimer(l.renew)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			ended()
+			release()
+			return nil
+		case err := <-done:
+			done <- err
+			ended()
+			release()
+			return err
+		case <-t.C:
+		}
+		err := l.extend(ctx)
+		switch {
+		case err == nil:
+			t.Reset(l.renew)
+			continue
+		case ctx.Err() != nil:
+			ended()
+			release()
+			return nil
+		case errors.Is(err, errLeaseLost):
+			cfg.Logger.Warn("detector lease lost: another replica holds it", "holder", l.id)
+		case !time.Now().Before(l.deadline()):
+			cfg.Logger.Error("detector lease lost: not renewed in time", "holder", l.id, "err", err)
+		default:
+			cfg.Logger.Warn("detector lease not renewed, retrying", "err", err)
+			t.Reset(min(l.renew/4, time.Until(l.deadline())))
+			continue
+		}
+		ended()
+		l.rev = 0
+		return nil
+	}
+}
+
+// runDetector runs the detector until ctx ends.
+func runDetector(ctx context.Context, cfg Config, kv jetstream.KeyValue) error {
+	st, rev, err := claim(ctx, kv)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
+	engine := cfg.NewEngine()
 	if len(st.Engine) > 0 {
-		if err := cfg.Engine.Restore(st.Engine); err != nil {
+		if err := engine.Restore(st.Engine); err != nil {
 			return fmt.Errorf("detector state: %w", err)
 		}
 	}
@@ -123,7 +312,7 @@ func Run(ctx context.Context, cfg Config) error {
 	healthIdle := false    // the latest cell read had nothing pending after it
 	healthRead := false    // a cell arrived since the last tick
 	apply := func(m bus.FeedMsg) {
-		observe(cfg.Engine, m, &st)
+		observe(engine, m, &st)
 		st.Cursor[m.Stream] = m.Seq
 		dirty = true
 	}
@@ -175,9 +364,12 @@ func Run(ctx context.Context, cfg Config) error {
 			if !dirty || st.Now.IsZero() {
 				continue
 			}
-			if err := step(ctx, cfg, kv, &st); err != nil {
+			if err := step(ctx, cfg, engine, kv, &st, &rev); err != nil {
 				if ctx.Err() != nil {
 					return nil
+				}
+				if errors.Is(err, errDeposed) {
+					return err
 				}
 				cfg.Logger.Warn("detector step", "err", err)
 				continue
@@ -187,19 +379,68 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 }
 
-func load(ctx context.Context, kv jetstream.KeyValue) (saved, error) {
-	var st saved
-	e, err := kv.Get(ctx, stateKey)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return st, nil
+// claim loads the stored state and writes it back at the revision it was
+// read at: from then on, a write by an earlier holder, made at the
+// revision that holder knew, is refused. It returns the state and the
+// revision to write the next state at.
+func claim(ctx context.Context, kv jetstream.KeyValue) (saved, uint64, error) {
+	for {
+		var st saved
+		var rev uint64
+		e, err := kv.Get(ctx, stateKey)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			b, err := json.Marshal(st)
+			if err != nil {
+				return st, 0, err
+			}
+			rev, err = kv.Create(ctx, stateKey, b)
+			if err == nil {
+				return st, rev, nil
+			}
+			if !errors.Is(err, jetstream.ErrKeyExists) {
+				return st, 0, fmt.Errorf("detector state: %w", err)
+			}
+		case err != nil:
+			return st, 0, fmt.Errorf("detector state: %w", err)
+		default:
+			if err := json.Unmarshal(e.Value(), &st); err != nil {
+				return st, 0, fmt.Errorf("detector state: %w", err)
+			}
+			rev, err = kv.Update(ctx, stateKey, e.Value(), e.Revision())
+			if err == nil {
+				return st, rev, nil
+			}
+			if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				return st, 0, fmt.Errorf("detector state: %w", err)
+			}
+		}
+		// Written meanwhile (by a holder that has not stopped yet): read
+		// it again.
+		select {
+		case <-ctx.Done():
+			return st, 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// store writes the state at the revision written last (*rev), and
+// advances it.
+func store(ctx context.Context, kv jetstream.KeyValue, st *saved, rev *uint64) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	r, err := kv.Update(ctx, stateKey, b, *rev)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		return errDeposed
 	}
 	if err != nil {
-		return st, err
+		return err
 	}
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		return st, fmt.Errorf("detector state: %w", err)
-	}
-	return st, nil
+	*rev = r
+	return nil
 }
 
 // observe feeds one stored item to the engine and advances the event time.
@@ -230,9 +471,10 @@ func observe(e Engine, m bus.FeedMsg, st *saved) {
 	}
 }
 
-// step evaluates, stores the new advisories, then the state.
-func step(ctx context.Context, cfg Config, kv jetstream.KeyValue, st *saved) error {
-	found := cfg.Engine.Step(st.Now)
+// step evaluates, stores the new advisories, then the state (refused with
+// errDeposed if another replica wrote it since).
+func step(ctx context.Context, cfg Config, engine Engine, kv jetstream.KeyValue, st *saved, rev *uint64) error {
+	found := engine.Step(st.Now)
 	if len(found) > 0 {
 		msgs := make([]bus.Message, 0, len(found))
 		advs := make([]*phxv1.Advisory, 0, len(found))
@@ -259,17 +501,12 @@ func step(ctx context.Context, cfg Config, kv jetstream.KeyValue, st *saved) err
 			}
 		}
 	}
-	data, err := cfg.Engine.MarshalState()
+	data, err := engine.MarshalState()
 	if err != nil {
 		return err
 	}
 	st.Engine = data
-	b, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	_, err = kv.Put(ctx, stateKey, b)
-	return err
+	return store(ctx, kv, st, rev)
 }
 
 // Envelope wraps an advisory for its audience: the vendor that owns the
