@@ -358,6 +358,15 @@ func (f *feedLog) has(id string) bool {
 	return slices.Contains(f.ids, id)
 }
 
+// firstBetween returns how long after from the first item arrived, if it
+// arrived before to, as text.
+func (f *feedLog) firstBetween(from, to time.Time) string {
+	if d := f.firstAfter(from); d >= 0 && from.Add(d).Before(to) {
+		return "after " + d.Round(time.Millisecond).String()
+	}
+	return fmt.Sprintf("not within %v", to.Sub(from).Round(time.Millisecond))
+}
+
 // firstAfter returns how long after at the first item arrived (-1: none yet).
 func (f *feedLog) firstAfter(at time.Time) time.Duration {
 	f.mu.Lock()
@@ -592,6 +601,9 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 
 	// 2. Hub A goes: the publisher and fabrikam move to B.
 	hubKilled := time.Now()
+	// How soon each feed delivered again after the NATS node went, while
+	// its hub still ran (not asserted: measured).
+	natsFabResumed := fabGot.firstBetween(natsKilled, hubKilled)
 	kill(t, hubA.cmd)
 	calls.waitOK(t, hubKilled, 20, "after hub A was killed")
 	for fabGot.firstAfter(hubKilled) < 0 {
@@ -626,6 +638,7 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 	}
 
 	// national-cert stops and resumes from its cursor, on the restarted hub.
+	natsCertResumed := certGot.firstBetween(natsKilled, time.Now())
 	certSub.Close()
 	<-certDone
 	certCursor := certSub.Cursor()
@@ -804,9 +817,10 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 	for _, r := range []subResult{fabRes, certRes} {
 		t.Logf("%s received %d of %d in its audience: duplicates=%d missing=%d outside its audience=%d", r.name, r.got, r.want, r.dups, r.missing, r.leak)
 	}
-	t.Logf("NATS node %s (PHX_HEALTH leader %s, serving %d phxd connections) killed: PHX_HEALTH leader now %s; hub A acknowledged again after %v, hub B after %v; the publisher's first call after the kill acknowledged in %v, its longest call around it %v; NATS reconnects: hub A %d, hub B %d",
+	t.Logf("NATS node %s (PHX_HEALTH leader %s, serving %d phxd connections) killed: PHX_HEALTH leader now %s; hub A acknowledged again after %v, hub B after %v; the publisher's first call after the kill acknowledged in %v, its longest call around it %v; fabrikam (on A) received again %s, national-cert (on B) %s; NATS reconnects: hub A %d, hub B %d",
 		victim.name, leaderBefore, victimConns, newLeader, natsUsableA.Round(time.Millisecond), natsUsableB.Round(time.Millisecond),
-		natsFirstOK.Round(time.Millisecond), natsLongest.Round(time.Millisecond), reconnA, reconnB)
+		natsFirstOK.Round(time.Millisecond), natsLongest.Round(time.Millisecond),
+		natsFabResumed, natsCertResumed, reconnA, reconnB)
 	t.Logf("hub A killed: the publisher (failing over to B) acknowledged again after %v, its longest call around it %v; fabrikam received again after %v",
 		hubFirstOK.Round(time.Millisecond), hubLongest.Round(time.Millisecond), fabResumed.Round(time.Millisecond))
 	t.Logf("restarts: hub A ready %v after start and acknowledging after %v; %s back with every stream current after %v; national-cert resumed on hub A from %s; %v in all",
