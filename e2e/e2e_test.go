@@ -114,7 +114,13 @@ type hub struct {
 
 func startHub(t *testing.T, dataDir, addr string) *hub {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(bin, "phxd"), "--dev", "--data-dir", dataDir, "--listen", addr, "--metrics-listen", "127.0.0.1:0")
+	return startPhxd(t, "--dev", "--data-dir", dataDir, "--listen", addr, "--metrics-listen", "127.0.0.1:0")
+}
+
+// startPhxd starts phxd with args and waits until it says it is ready.
+func startPhxd(t *testing.T, args ...string) *hub {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "phxd"), args...)
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {

@@ -54,7 +54,33 @@ var (
 	// being stored at this moment (a clustered JetStream says so instead of
 	// acknowledging a duplicate).
 	ErrDuplicateInProcess = errors.New("a write with the same idempotency key is in progress; retry")
+	// ErrNoAnswer: JetStream did not answer a request within RequestTimeout
+	// (a cluster electing a new leader drops what it cannot serve); retry.
+	ErrNoAnswer = errors.New("JetStream did not answer in time")
 )
+
+// RequestTimeout bounds each JetStream request made for a call — a read, a
+// stream's state, a publish's acknowledgement — whatever the call's own
+// deadline. A cluster that loses a node drops the requests its lost stream
+// leaders would have answered: they are never answered, even once a new
+// leader is elected. Without the bound such a request waits as long as the
+// call allows, which for a Subscribe stream is hours; with it the call fails
+// with ErrNoAnswer and the client retries, reaching the new leader.
+var RequestTimeout = 5 * time.Second
+
+// bounded returns ctx limited to RequestTimeout for one request.
+func bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, RequestTimeout)
+}
+
+// unanswered turns err into ErrNoAnswer when the request's bound rctx ran
+// out while the caller's ctx did not.
+func unanswered(ctx, rctx context.Context, err error) error {
+	if err != nil && ctx.Err() == nil && rctx.Err() != nil {
+		return fmt.Errorf("%w (%v): %v", ErrNoAnswer, RequestTimeout, err)
+	}
+	return err
+}
 
 // errCodeDuplicateInProcess is JetStream's "duplicate message id is in
 // process" (JSStreamDuplicateMessageConflictErr).
@@ -202,6 +228,8 @@ func (b *Bus) PublishBatch(ctx context.Context, msgs []Message) []PubResult {
 		}
 		futs[i] = f
 	}
+	rctx, cancel := bounded(ctx)
+	defer cancel()
 	for i, f := range futs {
 		if f == nil {
 			continue
@@ -211,8 +239,8 @@ func (b *Bus) PublishBatch(ctx context.Context, msgs []Message) []PubResult {
 			res[i] = PubResult{Seq: ack.Sequence, Duplicate: ack.Duplicate}
 		case err := <-f.Err():
 			res[i].Err = err
-		case <-ctx.Done():
-			res[i].Err = ctx.Err()
+		case <-rctx.Done():
+			res[i].Err = unanswered(ctx, rctx, rctx.Err())
 		}
 	}
 	return res
@@ -230,8 +258,11 @@ func (b *Bus) PublishExpect(ctx context.Context, m Message, expectSubject string
 	if m.MsgID != "" {
 		opts = append(opts, jetstream.WithMsgID(m.MsgID))
 	}
-	ack, err := b.js.PublishMsg(ctx, nm, opts...)
+	rctx, cancel := bounded(ctx)
+	defer cancel()
+	ack, err := b.js.PublishMsg(rctx, nm, opts...)
 	if err != nil {
+		err = unanswered(ctx, rctx, err)
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
@@ -256,8 +287,11 @@ type StoredMsg struct {
 
 // Last returns the last message on subject (wildcards allowed) of a stream.
 func (b *Bus) Last(ctx context.Context, stream, subject string) (*StoredMsg, error) {
-	m, err := b.streams[stream].GetLastMsgForSubject(ctx, subject)
+	rctx, cancel := bounded(ctx)
+	defer cancel()
+	m, err := b.streams[stream].GetLastMsgForSubject(rctx, subject)
 	if err != nil {
+		err = unanswered(ctx, rctx, err)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil, ErrNotFound
 		}
@@ -268,8 +302,11 @@ func (b *Bus) Last(ctx context.Context, stream, subject string) (*StoredMsg, err
 
 // Get returns the message with stream sequence seq.
 func (b *Bus) Get(ctx context.Context, stream string, seq uint64) (*StoredMsg, error) {
-	m, err := b.streams[stream].GetMsg(ctx, seq)
+	rctx, cancel := bounded(ctx)
+	defer cancel()
+	m, err := b.streams[stream].GetMsg(rctx, seq)
 	if err != nil {
+		err = unanswered(ctx, rctx, err)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil, ErrNotFound
 		}
@@ -281,8 +318,11 @@ func (b *Bus) Get(ctx context.Context, stream string, seq uint64) (*StoredMsg, e
 // NextForSubject returns the first message at or after seq on subject
 // (wildcards allowed), or ErrNotFound.
 func (b *Bus) NextForSubject(ctx context.Context, stream, subject string, seq uint64) (*StoredMsg, error) {
-	m, err := b.streams[stream].GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+	rctx, cancel := bounded(ctx)
+	defer cancel()
+	m, err := b.streams[stream].GetMsg(rctx, seq, jetstream.WithGetMsgSubject(subject))
 	if err != nil {
+		err = unanswered(ctx, rctx, err)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil, ErrNotFound
 		}
@@ -295,7 +335,10 @@ func (b *Bus) NextForSubject(ctx context.Context, stream, subject string, seq ui
 // filter, in stream order. It reads a consistent snapshot taken at the start.
 func (b *Bus) LastPerSubject(ctx context.Context, stream, filter string, fn func(*StoredMsg) error) error {
 	s := b.streams[stream]
-	info, err := s.Info(ctx)
+	rctx, cancel := bounded(ctx)
+	info, err := s.Info(rctx)
+	err = unanswered(ctx, rctx, err)
+	cancel()
 	if err != nil {
 		return err
 	}
@@ -309,7 +352,10 @@ func (b *Bus) LastPerSubject(ctx context.Context, stream, filter string, fn func
 	if err != nil {
 		return err
 	}
-	ci, err := cons.Info(ctx)
+	rctx, cancel = bounded(ctx)
+	ci, err := cons.Info(rctx)
+	err = unanswered(ctx, rctx, err)
+	cancel()
 	if err != nil {
 		return err
 	}

@@ -112,7 +112,10 @@ type FeedRequest struct {
 func (b *Bus) ResolveStart(ctx context.Context, req FeedRequest) (Cursor, error) {
 	var c Cursor
 	for i := range NumFeeds {
-		info, err := b.streams[feedStreamNames[i]].Info(ctx)
+		rctx, cancel := bounded(ctx)
+		info, err := b.streams[feedStreamNames[i]].Info(rctx)
+		err = unanswered(ctx, rctx, err)
+		cancel()
 		if err != nil {
 			return c, err
 		}
@@ -171,7 +174,10 @@ func (b *Bus) firstAtOrAfter(ctx context.Context, stream string, lo, hi uint64, 
 	end := hi + 1
 	for lo < end {
 		mid := lo + (end-lo)/2
-		m, err := s.GetMsg(ctx, mid, jetstream.WithGetMsgSubject(">"))
+		rctx, cancel := bounded(ctx)
+		m, err := s.GetMsg(rctx, mid, jetstream.WithGetMsgSubject(">"))
+		err = unanswered(ctx, rctx, err)
+		cancel()
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			end = mid
 			continue
