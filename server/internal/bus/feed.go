@@ -229,6 +229,12 @@ func (b *Bus) Feed(ctx context.Context, req FeedRequest, start Cursor, out chan<
 			FilterSubjects: req.Filters[i],
 			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 			OptStartSeq:    start[i] + 1,
+			// After a NATS node is lost, re-creating the consumer can fail
+			// for a long time (by default nats.go retries for ever while
+			// the hub keeps sending heartbeats). Give up after a few
+			// attempts instead: the feed ends, the subscriber is told
+			// Unavailable and resumes from its cursor on a fresh consumer.
+			MaxResetAttempts: feedResetAttempts,
 		})
 		if err != nil {
 			return err
@@ -244,6 +250,10 @@ func (b *Bus) Feed(ctx context.Context, req FeedRequest, start Cursor, out chan<
 // all a subscriber that falls behind holds in the hub (the rest waits in
 // the stream).
 const feedPull = 128
+
+// feedResetAttempts bounds how often a feed's consumer is re-created in one
+// recovery (nats.go waits 1 s, 2 s, 4 s between attempts).
+const feedResetAttempts = 4
 
 func pump(ctx context.Context, f FeedStream, cons jetstream.Consumer, out chan<- FeedMsg) error {
 	it, err := cons.Messages(jetstream.PullMaxMessages(feedPull))
