@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/phx-exchange/phx/sdk/guard"
 )
 
 // simSummary is the last line of `phx simulate --json`.
@@ -119,7 +121,8 @@ func (w *watcher) advisories() map[string]advisoryLine {
 // windows of the first faulty window and names the rollout. phxd is then
 // killed (SIGKILL) while the fleet keeps publishing and the boot loop goes
 // on; restarted, its detector resumes from its stored state and does not
-// raise the advisory again.
+// raise the advisory again. contoso's rollout guard (sdk/guard) stops the
+// rollout on the advisory, and still does after the restart.
 func TestDetectorEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("simulates 300,000 devices")
@@ -128,6 +131,7 @@ func TestDetectorEndToEnd(t *testing.T) {
 	addr := freePort(t)
 	h := startHub(t, dir, addr)
 
+	g := startGuard(t, dir, addr)
 	contoso := watchAdvisories(t, dir, addr, "contoso")
 	platform := watchAdvisories(t, dir, addr, "microsoft")
 	fabrikam := watchAdvisories(t, dir, addr, "fabrikam")
@@ -149,7 +153,15 @@ func TestDetectorEndToEnd(t *testing.T) {
 		var a advisoryLine
 		return json.Unmarshal([]byte(l), &a) == nil && a.Advisory != nil
 	}
-	contoso.out.waitFor(t, 0, "an advisory at contoso", isAdvisory)
+	i := contoso.out.waitFor(t, 0, "an advisory at contoso", isAdvisory)
+	var adv advisoryLine
+	if err := json.Unmarshal([]byte(contoso.out.snapshot()[i]), &adv); err != nil {
+		t.Fatal(err)
+	}
+	// contoso's deployment controller stops on it: its rollout guard
+	// (the SDK, in this process) now refuses the rollout.
+	d := wantGuard(t, g, adv.Advisory.RolloutID, guard.CauseAdvisory, "the advisory")
+	t.Logf("guard: %s", d.Reason)
 
 	// Kill the hub without warning while the boot loop goes on, and
 	// start it again: the simulator's clients retry through the outage.
@@ -158,7 +170,7 @@ func TestDetectorEndToEnd(t *testing.T) {
 	}
 	h.cmd.Wait()
 	h = startHub(t, dir, addr)
-	i := h.stderr.waitFor(t, 0, "the detector to start", func(l string) bool { return strings.Contains(l, "detector started") })
+	i = h.stderr.waitFor(t, 0, "the detector to start", func(l string) bool { return strings.Contains(l, "detector started") })
 	if l := h.stderr.snapshot()[i]; strings.Contains(l, "cursor=h0.r0.i0.a0") {
 		t.Errorf("the restarted detector did not resume from its stored state: %s", l)
 	}
@@ -215,6 +227,9 @@ func TestDetectorEndToEnd(t *testing.T) {
 			t.Errorf("fabrikam received contoso's advisory %s", a.Advisory.ID)
 		}
 	}
+	// Across the restart the guard still holds the rollout: nobody
+	// changed its state since the advice.
+	wantGuard(t, g, s.Truth.RolloutID, guard.CauseAdvisory, "after the restart")
 	h.stop(t)
 }
 
