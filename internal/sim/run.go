@@ -296,6 +296,41 @@ func Run(ctx context.Context, m *Model, pub Publisher, opt RunOptions) (*Summary
 	return s, err
 }
 
+// RolloutHours sums the time the rollouts of a run are active, from the
+// minutes a run produces (Add each, then Total at the end). Its zero value
+// is ready to use.
+type RolloutHours struct {
+	active map[string]time.Time
+	hours  float64
+}
+
+// Add takes the rollout changes of one minute.
+func (h *RolloutHours) Add(min *Minute) {
+	if h.active == nil {
+		h.active = map[string]time.Time{}
+	}
+	for _, c := range min.Changes {
+		id := c.Rollout.GetRolloutId()
+		if c.Announce {
+			h.active[id] = min.Window
+			continue
+		}
+		if at, ok := h.active[id]; ok && c.Rollout.GetState() != phxv1.RolloutState_ROLLOUT_ACTIVE {
+			h.hours += min.Window.Sub(at).Hours()
+			delete(h.active, id)
+		}
+	}
+}
+
+// Total returns the rollout-hours, counting rollouts still active until end.
+func (h *RolloutHours) Total(end time.Time) float64 {
+	t := h.hours
+	for _, at := range h.active {
+		t += end.Sub(at).Hours()
+	}
+	return t
+}
+
 // sleep waits d or until ctx ends.
 func sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {

@@ -363,3 +363,20 @@ func TestHubTakesEveryCell(t *testing.T) {
 		}
 	}
 }
+
+func TestRolloutHours(t *testing.T) {
+	at := func(m int) time.Time { return testStart.Add(time.Duration(m) * time.Minute) }
+	r := func(id string, s phxv1.RolloutState) *phxv1.Rollout { return &phxv1.Rollout{RolloutId: id, State: s} }
+	var h RolloutHours
+	h.Add(&Minute{Window: at(0), Changes: []Change{{Announce: true, Rollout: r("a", phxv1.RolloutState_ROLLOUT_ACTIVE)}}})
+	h.Add(&Minute{Window: at(30), Changes: []Change{
+		{Announce: true, Rollout: r("b", phxv1.RolloutState_ROLLOUT_ACTIVE)},
+		{Rollout: r("a", phxv1.RolloutState_ROLLOUT_ACTIVE)}, // progress: still active
+	}})
+	h.Add(&Minute{Window: at(60), Changes: []Change{{Rollout: r("a", phxv1.RolloutState_ROLLOUT_COMPLETED)}}})
+	h.Add(&Minute{Window: at(70), Changes: []Change{{Rollout: r("a", phxv1.RolloutState_ROLLOUT_COMPLETED)}}}) // counted once
+	// a: 0 to 60 min; b: 30 min to the end at 120.
+	if got := h.Total(at(120)); got != 2.5 {
+		t.Errorf("Total = %v rollout-hours, want 2.5", got)
+	}
+}

@@ -80,9 +80,9 @@ func (e *env) evaluate(ctx context.Context, seed uint64, params sim.Params, dura
 		}
 		fmt.Fprintf(e.stderr, "[%d/%d] %s: simulating %s from %s with seed %d…\n", i+1, len(scenarios), sc, duration,
 			m.Start().Format("2006-01-02 15:04"), seed+uint64(i))
-		var hours rolloutHours
+		var hours sim.RolloutHours
 		s, err := sim.Run(ctx, m, sim.NewHub(clients), sim.RunOptions{OnMinute: func(min *sim.Minute, _ sim.Progress) {
-			hours.add(min)
+			hours.Add(min)
 		}})
 		if err == nil && s.Rejected > 0 {
 			err = fmt.Errorf("%s: the hub rejected %d cells; first: %s", sc, s.Rejected, s.FirstRejection)
@@ -97,7 +97,7 @@ func (e *env) evaluate(ctx context.Context, seed uint64, params sim.Params, dura
 			return err
 		}
 		rows = append(rows, evalRow{Scenario: sc, Seed: seed + uint64(i), Start: m.Start(), End: m.End(),
-			RolloutHours: hours.total(m.End())})
+			RolloutHours: hours.Total(m.End())})
 		models = append(models, m)
 	}
 	fmt.Fprintf(e.stderr, "waiting for the hub's detector to settle…\n")
@@ -119,37 +119,6 @@ func (e *env) evaluate(ctx context.Context, seed uint64, params sim.Params, dura
 	}
 	renderEval(e.stdout, rows)
 	return nil
-}
-
-// rolloutHours sums the time rollouts of a run are active.
-type rolloutHours struct {
-	active map[string]time.Time
-	hours  float64
-}
-
-func (h *rolloutHours) add(min *sim.Minute) {
-	if h.active == nil {
-		h.active = map[string]time.Time{}
-	}
-	for _, c := range min.Changes {
-		id := c.Rollout.GetRolloutId()
-		if c.Announce {
-			h.active[id] = min.Window
-			continue
-		}
-		if at, ok := h.active[id]; ok && c.Rollout.GetState() != phxv1.RolloutState_ROLLOUT_ACTIVE {
-			h.hours += min.Window.Sub(at).Hours()
-			delete(h.active, id)
-		}
-	}
-}
-
-func (h *rolloutHours) total(end time.Time) float64 {
-	t := h.hours
-	for _, at := range h.active {
-		t += end.Sub(at).Hours()
-	}
-	return t
 }
 
 // inProcessHub starts a fresh hub in this process, in dev mode on a

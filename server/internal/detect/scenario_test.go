@@ -68,34 +68,19 @@ func runScenario(t testing.TB, scenario string, seed uint64, start time.Time, du
 		t.Fatal(err)
 	}
 	pub := &detectorPub{d: detect.New(detect.Config{PlatformOrg: sim.PlatformOrg})}
-	active := map[string]time.Time{}
-	var hours float64
+	var hours sim.RolloutHours
 	s, err := sim.Run(context.Background(), m, pub, sim.RunOptions{OnMinute: func(min *sim.Minute, _ sim.Progress) {
-		for _, c := range min.Changes {
-			id := c.Rollout.GetRolloutId()
-			switch {
-			case c.Announce:
-				active[id] = min.Window
-			case c.Rollout.GetState() != phxv1.RolloutState_ROLLOUT_ACTIVE:
-				if at, ok := active[id]; ok {
-					hours += min.Window.Sub(at).Hours()
-					delete(active, id)
-				}
-			}
-		}
+		hours.Add(min)
 		pub.step()
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, at := range active {
-		hours += s.End.Sub(at).Hours()
-	}
 	// Evaluate the last windows.
 	pub.mu.Lock()
 	pub.found = append(pub.found, pub.d.Step(pub.now.Add(time.Hour))...)
 	pub.mu.Unlock()
-	return scenarioRun{Summary: s, Findings: pub.found, Hours: hours}
+	return scenarioRun{Summary: s, Findings: pub.found, Hours: hours.Total(s.End)}
 }
 
 var (
