@@ -437,7 +437,7 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 		}
 	})
 
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
 	defer cancel()
 	pki := filepath.Join(dataDir, "pki")
 	connect := func(org, target string, opts ...sdk.Option) *sdk.Client {
@@ -576,10 +576,21 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 	}
 
 	// 1. A NATS node goes: the leader of PHX_HEALTH, made to be a node
-	// that serves a phxd's connection.
+	// that holds a feed's consumer and, if it can, serves a phxd's
+	// connection.
+	feedNodes := consumerNodes(ctx, js, "PHX_HEALTH")
+	score := func(n *natsNode) int {
+		c := 0
+		for _, node := range feedNodes {
+			if node == n.name {
+				c++
+			}
+		}
+		return 100*min(c, 1) + 10*n.phxdConns() + c
+	}
 	victim := nodes[0]
 	for _, n := range nodes {
-		if n.phxdConns() > victim.phxdConns() {
+		if score(n) > score(victim) {
 			victim = n
 		}
 	}
@@ -588,6 +599,15 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 		t.Logf("could not move the PHX_HEALTH leader to %s; killing it anyway", victim.name)
 	}
 	leaderBefore := streamLeader(ctx, t, js, "PHX_HEALTH")
+	onVictim := 0
+	for _, node := range feedNodes {
+		if node == victim.name {
+			onVictim++
+		}
+	}
+	if onVictim == 0 {
+		t.Fatalf("no feed consumer of PHX_HEALTH on any node: %v", feedNodes)
+	}
 	reconnA := countLines(hubA, "nats reconnected")
 	reconnB := countLines(hubB, "nats reconnected")
 	natsKilled := time.Now()
@@ -598,12 +618,33 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 	newLeader := streamLeader(ctx, t, js, "PHX_HEALTH")
 	natsFirstOK, natsLongest := calls.recovery(natsKilled)
 	reconnA, reconnB = countLines(hubA, "nats reconnected")-reconnA, countLines(hubB, "nats reconnected")-reconnB
+	// Both feeds deliver again, each from its own hub, without anyone
+	// resubscribing: a hub re-creates a feed's consumers lost with the
+	// node. The bound is the hub's FeedRecoverWithin (30 s) with room for
+	// the subscriber to resume if the hub gives up.
+	const feedRecoverBound = 45 * time.Second
+	for _, f := range []struct {
+		name string
+		got  *feedLog
+	}{{"fabrikam", &fabGot}, {"national-cert", &certGot}} {
+		for f.got.firstAfter(natsKilled) < 0 {
+			if time.Since(natsKilled) > feedRecoverBound {
+				t.Fatalf("%s received nothing within %v after NATS node %s was killed", f.name, feedRecoverBound, victim.name)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 
 	// 2. Hub A goes: the publisher and fabrikam move to B.
 	hubKilled := time.Now()
-	// How soon each feed delivered again after the NATS node went, while
-	// its hub still ran (not asserted: measured).
 	natsFabResumed := fabGot.firstBetween(natsKilled, hubKilled)
+	natsCertResumed := certGot.firstBetween(natsKilled, hubKilled)
+	// The feeds whose consumer went with the node were re-created by
+	// their hub.
+	recoveredA, recoveredB := metric(hubA, "phx_feed_consumer_recoveries_total"), metric(hubB, "phx_feed_consumer_recoveries_total")
+	if recoveredA+recoveredB < float64(onVictim) {
+		t.Fatalf("%d feed consumers were on %s, but the hubs re-created %v and %v", onVictim, victim.name, recoveredA, recoveredB)
+	}
 	kill(t, hubA.cmd)
 	calls.waitOK(t, hubKilled, 20, "after hub A was killed")
 	for fabGot.firstAfter(hubKilled) < 0 {
@@ -638,7 +679,6 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 	}
 
 	// national-cert stops and resumes from its cursor, on the restarted hub.
-	natsCertResumed := certGot.firstBetween(natsKilled, time.Now())
 	certSub.Close()
 	<-certDone
 	certCursor := certSub.Cursor()
@@ -817,10 +857,10 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 	for _, r := range []subResult{fabRes, certRes} {
 		t.Logf("%s received %d of %d in its audience: duplicates=%d missing=%d outside its audience=%d", r.name, r.got, r.want, r.dups, r.missing, r.leak)
 	}
-	t.Logf("NATS node %s (PHX_HEALTH leader %s, serving %d phxd connections) killed: PHX_HEALTH leader now %s; hub A acknowledged again after %v, hub B after %v; the publisher's first call after the kill acknowledged in %v, its longest call around it %v; fabrikam (on A) received again %s, national-cert (on B) %s; NATS reconnects: hub A %d, hub B %d",
+	t.Logf("NATS node %s (PHX_HEALTH leader %s, serving %d phxd connections) killed: PHX_HEALTH leader now %s; hub A acknowledged again after %v, hub B after %v; the publisher's first call after the kill acknowledged in %v, its longest call around it %v; fabrikam (on A) received again %s, national-cert (on B) %s; NATS reconnects: hub A %d, hub B %d; feed consumers of PHX_HEALTH on the node: %d, re-created: hub A %v, hub B %v",
 		victim.name, leaderBefore, victimConns, newLeader, natsUsableA.Round(time.Millisecond), natsUsableB.Round(time.Millisecond),
 		natsFirstOK.Round(time.Millisecond), natsLongest.Round(time.Millisecond),
-		natsFabResumed, natsCertResumed, reconnA, reconnB)
+		natsFabResumed, natsCertResumed, reconnA, reconnB, onVictim, recoveredA, recoveredB)
 	t.Logf("hub A killed: the publisher (failing over to B) acknowledged again after %v, its longest call around it %v; fabrikam received again after %v",
 		hubFirstOK.Round(time.Millisecond), hubLongest.Round(time.Millisecond), fabResumed.Round(time.Millisecond))
 	t.Logf("restarts: hub A ready %v after start and acknowledging after %v; %s back with every stream current after %v; national-cert resumed on hub A from %s; %v in all",
@@ -836,4 +876,54 @@ func countLines(h *hub, s string) int {
 		}
 	}
 	return n
+}
+
+// metric reads one unlabelled counter or gauge from h's /metrics (the
+// address phxd logs when --metrics-listen is given); -1 when it cannot.
+func metric(h *hub, name string) float64 {
+	var addr string
+	for _, l := range h.stderr.snapshot() {
+		if i := strings.Index(l, "msg=metrics listen="); i >= 0 {
+			addr = strings.Fields(l[i+len("msg=metrics listen="):])[0]
+		}
+	}
+	if addr == "" {
+		return -1
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return -1
+	}
+	for l := range strings.SplitSeq(string(body), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return -1
+			}
+			return f
+		}
+	}
+	return -1
+}
+
+// consumerNodes returns, for the feed consumers of stream, the node each
+// runs on, by name.
+func consumerNodes(ctx context.Context, js jetstream.JetStream, stream string) map[string]string {
+	nodes := map[string]string{}
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nodes
+	}
+	l := s.ListConsumers(ctx)
+	for ci := range l.Info() {
+		if ci.Cluster != nil && strings.HasPrefix(ci.Name, "phx_feed_") {
+			nodes[ci.Name] = ci.Cluster.Leader
+		}
+	}
+	return nodes
 }

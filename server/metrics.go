@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/phx-exchange/phx/server/internal/bus"
+
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -75,4 +77,18 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 		ok = 0
 	}
 	ch <- prometheus.MustNewConstMetric(c.ok, prometheus.GaugeValue, ok)
+}
+
+// registerFeedRecoveries exports how often feeds re-created a JetStream
+// consumer lost with a NATS node, how long that took, and how often a feed
+// gave up (its subscriber then resumed from its cursor).
+func registerFeedRecoveries(reg prometheus.Registerer, b *bus.Bus) {
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "phx_feed_consumer_recoveries_total", Help: "Feed consumers re-created after they were lost (a NATS node or the connection to it went away)."},
+			func() float64 { n, _, _ := b.FeedRecoveries(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "phx_feed_consumer_recovery_seconds_total", Help: "Time spent re-creating lost feed consumers."},
+			func() float64 { _, d, _ := b.FeedRecoveries(); return d.Seconds() }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "phx_feed_consumer_recovery_failures_total", Help: "Feeds ended because a lost consumer could not be re-created within the bound."},
+			func() float64 { _, _, n := b.FeedRecoveries(); return float64(n) }),
+	)
 }

@@ -356,6 +356,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerFeedRecoveries(promReg, b)
 	draining := make(chan struct{})
 	api := grpcapi.New(grpcapi.Config{
 		Bus:           b,

@@ -22,6 +22,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -131,6 +132,9 @@ type Bus struct {
 	js      jetstream.JetStream
 	cfg     Config
 	streams map[string]jetstream.Stream
+
+	// Feed consumer recoveries (see streamReader).
+	feedRecovered, feedRecoverNanos, feedGaveUp atomic.Uint64
 }
 
 // New ensures the streams exist with the configured settings (created or

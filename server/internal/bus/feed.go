@@ -205,42 +205,37 @@ type FeedMsg struct {
 }
 
 // Feed reads the requested streams after start and sends their messages to
-// out, each stream in order, until ctx ends or a stream fails.
+// out, each stream in order, until ctx ends or a stream fails. A stream's
+// consumer lost with a NATS node is re-created from the next message; a
+// feed that cannot read a stream again within FeedRecoverWithin ends with
+// ErrNoAnswer.
 func (b *Bus) Feed(ctx context.Context, req FeedRequest, start Cursor, out chan<- FeedMsg) error {
 	g, ctx := errgroup.WithContext(ctx)
+	var readers []*streamReader
 	// The consumers are deleted when the feed ends: left to expire they
 	// would count against the stream's consumers for minutes.
-	var consumers []jetstream.Consumer
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		for _, c := range consumers {
-			if info := c.CachedInfo(); info != nil {
-				_ = b.js.DeleteConsumer(dctx, info.Stream, info.Name)
-			}
+		for _, r := range readers {
+			r.close(dctx)
 		}
 	}()
+	// Every consumer is created before any is read, so a feed that cannot
+	// start leaves no reader behind.
+	var feeds []FeedStream
 	for i := range NumFeeds {
 		if !req.Read[i] {
 			continue
 		}
-		f := FeedStream(i)
-		cons, err := b.streams[feedStreamNames[i]].OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-			FilterSubjects: req.Filters[i],
-			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-			OptStartSeq:    start[i] + 1,
-			// After a NATS node is lost, re-creating the consumer can fail
-			// for a long time (by default nats.go retries for ever while
-			// the hub keeps sending heartbeats). Give up after a few
-			// attempts instead: the feed ends, the subscriber is told
-			// Unavailable and resumes from its cursor on a fresh consumer.
-			MaxResetAttempts: feedResetAttempts,
-		})
-		if err != nil {
+		r := newStreamReader(b, feedStreamNames[i], req.Filters[i], start[i]+1)
+		readers, feeds = append(readers, r), append(feeds, FeedStream(i))
+		if err := r.open(ctx); err != nil {
 			return err
 		}
-		consumers = append(consumers, cons)
-		g.Go(func() error { return pump(ctx, f, cons, out) })
+	}
+	for i, r := range readers {
+		g.Go(func() error { return pump(ctx, feeds[i], r, out) })
 	}
 	return g.Wait()
 }
@@ -251,28 +246,13 @@ func (b *Bus) Feed(ctx context.Context, req FeedRequest, start Cursor, out chan<
 // the stream).
 const feedPull = 128
 
-// feedResetAttempts bounds how often a feed's consumer is re-created in one
-// recovery (nats.go waits 1 s, 2 s, 4 s between attempts).
-const feedResetAttempts = 4
-
-func pump(ctx context.Context, f FeedStream, cons jetstream.Consumer, out chan<- FeedMsg) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(feedPull))
-	if err != nil {
-		return err
-	}
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	defer it.Stop()
+func pump(ctx context.Context, f FeedStream, r *streamReader, out chan<- FeedMsg) error {
 	for {
-		m, err := it.Next()
+		m, md, err := r.nextMsg(ctx)
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return err
-		}
-		md, err := m.Metadata()
-		if err != nil {
 			return err
 		}
 		fm := FeedMsg{Stream: f, StoredMsg: StoredMsg{Subject: m.Subject(), Seq: md.Sequence.Stream, Time: md.Timestamp, Header: m.Headers(), Data: m.Data()}, Pending: md.NumPending}

@@ -1,0 +1,191 @@
+package bus
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A feed reads each stream through an ephemeral consumer: in memory, one
+// replica, no acks. On a cluster that consumer lives on one node, and it
+// is lost with that node. nats.go's ordered consumer re-creates it, but it
+// notices the loss only after 10 s without heartbeats and then waits up to
+// 10 s for each creation request while the cluster elects new leaders, with
+// back-off between attempts; a feed then stalled for tens of seconds. The
+// reader below does the same job with tighter bounds: heartbeats every
+// feedHeartbeat, each creation request bounded by feedCreateTimeout and
+// retried at short intervals, for up to FeedRecoverWithin before the feed
+// ends (the subscriber then resumes from its cursor elsewhere).
+
+// feedHeartbeat is how often an idle consumer sends a heartbeat; two missed
+// ones mean the consumer is gone.
+const feedHeartbeat = 2 * time.Second
+
+// feedCreateTimeout bounds one request to create a feed's consumer.
+const feedCreateTimeout = 2 * time.Second
+
+// feedInactive is how long a consumer nobody pulls from is kept. A reader
+// whose subscriber is slow stops pulling; if its consumer expires meanwhile
+// it is simply created again.
+const feedInactive = 2 * time.Minute
+
+// FeedRecoverWithin bounds how long a feed tries to re-create a lost
+// consumer before it ends with ErrNoAnswer.
+var FeedRecoverWithin = 30 * time.Second
+
+// streamReader reads one stream in order from a start sequence, and
+// re-creates its consumer from the next sequence when the consumer is lost
+// or skips a message.
+type streamReader struct {
+	b       *Bus
+	stream  string
+	filters []string
+	next    uint64 // the next stream sequence to deliver
+	prefix  string
+	serial  int
+
+	cons jetstream.Consumer
+	it   jetstream.MessagesContext
+	dseq uint64 // the last consumer sequence received from cons
+	// names of every consumer created, deleted when the feed ends.
+	names []string
+}
+
+func newStreamReader(b *Bus, stream string, filters []string, start uint64) *streamReader {
+	var rb [8]byte
+	_, _ = rand.Read(rb[:])
+	return &streamReader{b: b, stream: stream, filters: filters, next: start, prefix: "phx_feed_" + hex.EncodeToString(rb[:])}
+}
+
+// open creates the consumer (the first time, or again after a loss),
+// retrying until it works, ctx ends, or FeedRecoverWithin passes.
+func (r *streamReader) open(ctx context.Context) error {
+	if r.it != nil {
+		r.it.Stop()
+		r.it = nil
+	}
+	deadline := time.Now().Add(FeedRecoverWithin)
+	wait := 100 * time.Millisecond
+	for {
+		err := r.create(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().Add(wait).After(deadline) {
+			return fmt.Errorf("%w: could not read %s for %v: %v", ErrNoAnswer, r.stream, FeedRecoverWithin, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+func (r *streamReader) create(ctx context.Context) error {
+	r.serial++
+	name := fmt.Sprintf("%s_%d", r.prefix, r.serial)
+	cfg := jetstream.ConsumerConfig{
+		Name:              name,
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       r.next,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: feedInactive,
+		Replicas:          1,
+		MemoryStorage:     true,
+	}
+	if len(r.filters) == 1 {
+		cfg.FilterSubject = r.filters[0]
+	} else {
+		cfg.FilterSubjects = r.filters
+	}
+	// The name is recorded before the request: a creation whose answer is
+	// lost may still have happened.
+	r.names = append(r.names, name)
+	cctx, cancel := context.WithTimeout(ctx, feedCreateTimeout)
+	cons, err := r.b.js.CreateOrUpdateConsumer(cctx, r.stream, cfg)
+	cancel()
+	if err != nil {
+		return err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(feedPull), jetstream.PullHeartbeat(feedHeartbeat), jetstream.WithMessagesErrOnMissingHeartbeat(true))
+	if err != nil {
+		return err
+	}
+	r.cons, r.it, r.dseq = cons, it, 0
+	return nil
+}
+
+// nextMsg returns the stream's next message, re-creating the consumer as
+// often as needed.
+func (r *streamReader) nextMsg(ctx context.Context) (jetstream.Msg, *jetstream.MsgMetadata, error) {
+	for {
+		if r.it == nil {
+			start := time.Now()
+			if err := r.open(ctx); err != nil {
+				r.b.feedGaveUp.Add(1)
+				return nil, nil, err
+			}
+			if r.serial > 1 {
+				r.b.feedRecovered.Add(1)
+				r.b.feedRecoverNanos.Add(uint64(time.Since(start)))
+			}
+		}
+		m, err := r.it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, nil, ctx.Err()
+			}
+			// Missing heartbeats, a deleted consumer, a closed iterator
+			// after a reconnect: read on from a new consumer.
+			r.it.Stop()
+			r.it = nil
+			continue
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return nil, nil, err
+		}
+		if md.Sequence.Consumer != r.dseq+1 {
+			// A message was lost on the way (a reconnect): start over
+			// from the last one delivered.
+			r.it.Stop()
+			r.it = nil
+			continue
+		}
+		r.dseq = md.Sequence.Consumer
+		if md.Sequence.Stream < r.next {
+			continue // delivered already, by an earlier consumer
+		}
+		r.next = md.Sequence.Stream + 1
+		return m, md, nil
+	}
+}
+
+// close stops reading and deletes every consumer the reader created.
+func (r *streamReader) close(ctx context.Context) {
+	if r.it != nil {
+		r.it.Stop()
+		r.it = nil
+	}
+	for _, name := range r.names {
+		_ = r.b.js.DeleteConsumer(ctx, r.stream, name)
+		if ctx.Err() != nil {
+			return // out of time: the rest expire by themselves
+		}
+	}
+}
+
+// FeedRecoveries reports how often feeds re-created a lost consumer, the
+// time that took in total, and how often a feed gave up.
+func (b *Bus) FeedRecoveries() (recovered uint64, took time.Duration, gaveUp uint64) {
+	return b.feedRecovered.Load(), time.Duration(b.feedRecoverNanos.Load()), b.feedGaveUp.Load()
+}
