@@ -324,7 +324,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("nats: %w", err)
 	}
 	defer nc.Close()
-	b, err := bus.New(ctx, nc, bus.Config{Replicas: replicas, HealthMaxAge: cfg.HealthRetention})
+	b, err := bus.New(ctx, nc, bus.Config{Replicas: replicas, HealthMaxAge: cfg.HealthRetention, Logger: s.log})
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}

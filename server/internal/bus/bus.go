@@ -22,6 +22,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -101,6 +102,9 @@ type Config struct {
 	ItemDuplicateWindow time.Duration
 	// MaxPending bounds in-flight asynchronous publishes (default 4096).
 	MaxPending int
+	// Logger receives what the bus recovers from on its own (default:
+	// discarded).
+	Logger *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -123,6 +127,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxPending <= 0 {
 		c.MaxPending = 4096
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
 

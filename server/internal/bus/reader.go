@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
 
@@ -17,12 +18,14 @@ import (
 // 10 s for each creation request while the cluster elects new leaders, with
 // back-off between attempts; a feed then stalled for tens of seconds. The
 // reader below does the same job with tighter bounds: heartbeats every
-// feedHeartbeat, each creation request bounded by feedCreateTimeout and
+// feedHeartbeat, a missed one confirmed with a consumer info request, each
+// creation request bounded by feedCreateTimeout and
 // retried at short intervals, for up to FeedRecoverWithin before the feed
 // ends (the subscriber then resumes from its cursor elsewhere).
 
-// feedHeartbeat is how often an idle consumer sends a heartbeat; two missed
-// ones mean the consumer is gone.
+// feedHeartbeat is how often an idle consumer sends a heartbeat; after two
+// missed ones the reader asks JetStream whether the consumer is still
+// there, and re-creates it if it is not or JetStream does not answer.
 const feedHeartbeat = 2 * time.Second
 
 // feedCreateTimeout bounds one request to create a feed's consumer.
@@ -51,6 +54,7 @@ type streamReader struct {
 	cons jetstream.Consumer
 	it   jetstream.MessagesContext
 	dseq uint64 // the last consumer sequence received from cons
+	lost error  // why the last consumer was given up
 	// names of every consumer created, deleted when the feed ends.
 	names []string
 }
@@ -131,23 +135,30 @@ func (r *streamReader) nextMsg(ctx context.Context) (jetstream.Msg, *jetstream.M
 		if r.it == nil {
 			start := time.Now()
 			if err := r.open(ctx); err != nil {
-				r.b.feedGaveUp.Add(1)
+				if ctx.Err() == nil {
+					r.b.feedGaveUp.Add(1)
+					r.b.cfg.Logger.Warn("feed gave up re-creating its consumer", "stream", r.stream, "after", time.Since(start), "err", err)
+				}
 				return nil, nil, err
 			}
-			if r.serial > 1 {
-				r.b.feedRecovered.Add(1)
-				r.b.feedRecoverNanos.Add(uint64(time.Since(start)))
-			}
+			took := time.Since(start)
+			r.b.feedRecovered.Add(1)
+			r.b.feedRecoverNanos.Add(uint64(took))
+			r.b.cfg.Logger.Info("feed consumer re-created", "stream", r.stream, "from_seq", r.next, "took", took, "cause", r.lost)
 		}
 		m, err := r.it.Next(jetstream.NextContext(ctx))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, nil, ctx.Err()
 			}
-			// Missing heartbeats, a deleted consumer, a closed iterator
-			// after a reconnect: read on from a new consumer.
-			r.it.Stop()
-			r.it = nil
+			// Missing heartbeats may only mean a busy hub or server:
+			// keep the consumer if JetStream still has it.
+			if errors.Is(err, jetstream.ErrNoHeartbeat) && r.alive(ctx) {
+				continue
+			}
+			// A lost or deleted consumer, a closed iterator after a
+			// reconnect: read on from a new consumer.
+			r.drop(err)
 			continue
 		}
 		md, err := m.Metadata()
@@ -157,8 +168,7 @@ func (r *streamReader) nextMsg(ctx context.Context) (jetstream.Msg, *jetstream.M
 		if md.Sequence.Consumer != r.dseq+1 {
 			// A message was lost on the way (a reconnect): start over
 			// from the last one delivered.
-			r.it.Stop()
-			r.it = nil
+			r.drop(fmt.Errorf("consumer sequence %d after %d", md.Sequence.Consumer, r.dseq))
 			continue
 		}
 		r.dseq = md.Sequence.Consumer
@@ -168,6 +178,20 @@ func (r *streamReader) nextMsg(ctx context.Context) (jetstream.Msg, *jetstream.M
 		r.next = md.Sequence.Stream + 1
 		return m, md, nil
 	}
+}
+
+// alive reports whether JetStream still answers for the current consumer.
+func (r *streamReader) alive(ctx context.Context) bool {
+	ictx, cancel := context.WithTimeout(ctx, feedCreateTimeout)
+	defer cancel()
+	_, err := r.cons.Info(ictx)
+	return err == nil
+}
+
+// drop stops reading from the current consumer, lost for cause.
+func (r *streamReader) drop(cause error) {
+	r.it.Stop()
+	r.it, r.lost = nil, cause
 }
 
 // close stops reading and deletes every consumer the reader created.
