@@ -424,14 +424,14 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 	ports := loopbackPorts(t, 2)
 	addrA, addrB := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])
 	// Both hubs share the data dir's dev PKI, member registry and token
-	// keys (A writes them, B finds them); their store is the cluster. One
-	// runs the detector.
+	// keys (A writes them, B finds them); their store is the cluster. Both
+	// may run the detector, one at a time, through a short lease.
 	hubArgs := func(addr string, extra ...string) []string {
 		return append([]string{"--dev", "--data-dir", dataDir, "--listen", addr, "--metrics-listen", "127.0.0.1:0",
-			"--nats-url", natsURL, "--nats-replicas", "3"}, extra...)
+			"--nats-url", natsURL, "--nats-replicas", "3", "--detector-lease", "3s"}, extra...)
 	}
 	hubA := startPhxd(t, hubArgs(addrA)...)
-	hubB := startPhxd(t, hubArgs(addrB, "--no-detector")...)
+	hubB := startPhxd(t, hubArgs(addrB)...)
 	hubs := map[string]**hub{"A": &hubA, "B": &hubB}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -473,6 +473,7 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 		return &phxv1.SubscribeRequest{
 			Kinds:            []phxv1.Kind{phxv1.Kind_KIND_HEALTH_SIGNAL},
 			Publishers:       []string{"contoso"},
+			Products:         []string{"contoso-av"},
 			Start:            &phxv1.SubscribeRequest_FromBeginning{FromBeginning: true},
 			HeartbeatSeconds: 1,
 		}
@@ -582,7 +583,7 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 	// 1. A NATS node goes: the leader of PHX_HEALTH, made to be a node
 	// that holds a feed's consumer and, if it can, serves a phxd's
 	// connection.
-	feedNodes := consumerNodes(ctx, js, "PHX_HEALTH")
+	feedNodes := consumerNodes(ctx, js, "PHX_HEALTH", "contoso-av")
 	score := func(n *natsNode) int {
 		c := 0
 		for _, node := range feedNodes {
@@ -610,7 +611,7 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 		}
 	}
 	if onVictim == 0 {
-		t.Fatalf("no feed consumer of PHX_HEALTH on any node: %v", feedNodes)
+		t.Fatalf("no subscriber's consumer of PHX_HEALTH on any node: %v", feedNodes)
 	}
 	reconnA := countLines(hubA, "nats reconnected")
 	reconnB := countLines(hubB, "nats reconnected")
@@ -654,12 +655,13 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 	hubKilled := time.Now()
 	natsFabResumed := fabGot.firstAbove(seqAtKill).Sub(natsKilled).Round(time.Millisecond)
 	natsCertResumed := certGot.firstAbove(seqAtKill).Sub(natsKilled).Round(time.Millisecond)
-	// The feeds whose consumer went with the node were re-created by
-	// their hub.
+	// The subscribers' consumers that went with the node were re-created
+	// by their hubs (the count may include the detector's).
 	recoveredA, recoveredB := metric(hubA, "phx_feed_consumer_recoveries_total"), metric(hubB, "phx_feed_consumer_recoveries_total")
 	if recoveredA+recoveredB < float64(onVictim) {
 		t.Fatalf("%d feed consumers were on %s, but the hubs re-created %v and %v", onVictim, victim.name, recoveredA, recoveredB)
 	}
+	detectorOnA := metric(hubA, "phx_detector_leader") == 1
 	kill(t, hubA.cmd)
 	calls.waitOK(t, hubKilled, 20, "after hub A was killed")
 	for fabGot.firstAfter(hubKilled) < 0 {
@@ -670,6 +672,14 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 	}
 	hubFirstOK, hubLongest := calls.recovery(hubKilled)
 	fabResumed := fabGot.firstAfter(hubKilled)
+	// The detector runs on B now, taken over from A if A held it.
+	for metric(hubB, "phx_detector_leader") != 1 {
+		if time.Since(hubKilled) > 30*time.Second {
+			t.Fatalf("hub B did not run the detector within 30 s after hub A (holding it: %v) was killed", detectorOnA)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	detectorMoved := time.Since(hubKilled)
 
 	// 3. Both come back: the node on its store directory, then the hub.
 	natsRestarted := time.Now()
@@ -872,12 +882,12 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 	for _, r := range []subResult{fabRes, certRes} {
 		t.Logf("%s received %d of %d in its audience: duplicates=%d missing=%d outside its audience=%d", r.name, r.got, r.want, r.dups, r.missing, r.leak)
 	}
-	t.Logf("NATS node %s (PHX_HEALTH leader %s, serving %d phxd connections) killed: PHX_HEALTH leader now %s; hub A acknowledged again after %v, hub B after %v; the publisher's first call after the kill acknowledged in %v, its longest call around it %v; fabrikam (on A) received an item published after the kill %v after it, national-cert (on B) %v; NATS reconnects: hub A %d, hub B %d; feed consumers of PHX_HEALTH on the node: %d, re-created: hub A %v, hub B %v",
+	t.Logf("NATS node %s (PHX_HEALTH leader %s, serving %d phxd connections) killed: PHX_HEALTH leader now %s; hub A acknowledged again after %v, hub B after %v; the publisher's first call after the kill acknowledged in %v, its longest call around it %v; fabrikam (on A) received an item published after the kill %v after it, national-cert (on B) %v; NATS reconnects: hub A %d, hub B %d; subscribers' consumers of PHX_HEALTH on the node: %d, re-created: hub A %v, hub B %v",
 		victim.name, leaderBefore, victimConns, newLeader, natsUsableA.Round(time.Millisecond), natsUsableB.Round(time.Millisecond),
 		natsFirstOK.Round(time.Millisecond), natsLongest.Round(time.Millisecond),
 		natsFabResumed, natsCertResumed, reconnA, reconnB, onVictim, recoveredA, recoveredB)
-	t.Logf("hub A killed: the publisher (failing over to B) acknowledged again after %v, its longest call around it %v; fabrikam received again after %v",
-		hubFirstOK.Round(time.Millisecond), hubLongest.Round(time.Millisecond), fabResumed.Round(time.Millisecond))
+	t.Logf("hub A killed: the publisher (failing over to B) acknowledged again after %v, its longest call around it %v; fabrikam received again after %v; the detector (on A: %v) ran on B after %v",
+		hubFirstOK.Round(time.Millisecond), hubLongest.Round(time.Millisecond), fabResumed.Round(time.Millisecond), detectorOnA, detectorMoved.Round(time.Millisecond))
 	t.Logf("restarts: hub A ready %v after start and acknowledging after %v; %s back with every stream current after %v; national-cert resumed on hub A from %s; %v in all",
 		hubReady.Round(time.Millisecond), hubUsable.Round(time.Millisecond), victim.name, rejoined.Round(time.Millisecond), certCursor, time.Since(began).Round(time.Millisecond))
 }
@@ -926,9 +936,10 @@ func metric(h *hub, name string) float64 {
 	return -1
 }
 
-// consumerNodes returns, for the feed consumers of stream, the node each
-// runs on, by name.
-func consumerNodes(ctx context.Context, js jetstream.JetStream, stream string) map[string]string {
+// consumerNodes returns, for the feed consumers of stream whose filter
+// names product (the subscribers' feeds, not the detector's), the node
+// each runs on, by name.
+func consumerNodes(ctx context.Context, js jetstream.JetStream, stream, product string) map[string]string {
 	nodes := map[string]string{}
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
@@ -936,7 +947,8 @@ func consumerNodes(ctx context.Context, js jetstream.JetStream, stream string) m
 	}
 	l := s.ListConsumers(ctx)
 	for ci := range l.Info() {
-		if ci.Cluster != nil && strings.HasPrefix(ci.Name, "phx_feed_") {
+		filters := strings.Join(append(ci.Config.FilterSubjects, ci.Config.FilterSubject), " ")
+		if ci.Cluster != nil && strings.HasPrefix(ci.Name, "phx_feed_") && strings.Contains(filters, "."+product) {
 			nodes[ci.Name] = ci.Cluster.Leader
 		}
 	}

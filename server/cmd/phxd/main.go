@@ -70,6 +70,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Float64Var(&cfg.NoiseEpsilon, "noise-epsilon", 1, "epsilon of each health count delivered to CERTs and other wide readers (discrete Laplace noise, scale 1/epsilon)")
 	fs.Float64Var(&cfg.NoiseCellBudget, "noise-cell-budget", 8, "the most epsilon the counts of one health cell spend together")
 	fs.BoolVar(&cfg.NoDetector, "no-detector", false, "do not run the detector (another replica runs it)")
+	fs.DurationVar(&cfg.DetectorLeaseTTL, "detector-lease", 15*time.Second, "how long the detector's lease holds without renewal: the longest a dead replica's detector stays unreplaced (renewed every third of it)")
 	fs.StringVar(&cfg.TokenKeys, "token-keys", "", "directory of the Ed25519 keys that sign bearer tokens (default <data-dir>/tokens; replicas share one)")
 	fs.DurationVar(&cfg.TokenMaxTTL, "token-max-ttl", 30*24*time.Hour, "longest lifetime of an issued bearer token")
 	fs.DurationVar(&cfg.HealthRetention, "health-retention", 7*24*time.Hour, "how long health cells are kept")
@@ -105,6 +106,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if natsCA != "" {
 		cfg.NATSOptions = append(cfg.NATSOptions, nats.RootCAs(natsCA))
+	}
+	if cfg.DetectorLeaseTTL < 3*time.Second {
+		return fmt.Errorf("--detector-lease %v: must be at least 3s (it is renewed every third of it)", cfg.DetectorLeaseTTL)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
