@@ -223,38 +223,60 @@ type PubResult struct {
 // waits for every acknowledgement, so every accepted item is stored when it
 // returns. Results are in input order.
 func (b *Bus) PublishBatch(ctx context.Context, msgs []Message) []PubResult {
-	res := make([]PubResult, len(msgs))
-	futs := make([]jetstream.PubAckFuture, len(msgs))
-	for i, m := range msgs {
-		nm := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header}
-		var opts []jetstream.PublishOpt
-		if m.MsgID != "" {
-			opts = append(opts, jetstream.WithMsgID(m.MsgID))
-		}
-		opts = append(opts, jetstream.WithStallWait(5*time.Second))
-		f, err := b.js.PublishMsgAsync(nm, opts...)
-		if err != nil {
-			res[i].Err = err
-			continue
-		}
-		futs[i] = f
+	p := b.NewBatch(len(msgs))
+	for _, m := range msgs {
+		p.Add(m)
 	}
+	return p.Wait(ctx)
+}
+
+// Batch publishes messages asynchronously as they are added, so JetStream
+// stores the first while the caller prepares the next, and then waits for
+// every acknowledgement. It is not safe for concurrent use.
+type Batch struct {
+	b    *Bus
+	futs []jetstream.PubAckFuture
+	res  []PubResult
+}
+
+// NewBatch starts a batch of about n messages.
+func (b *Bus) NewBatch(n int) *Batch {
+	return &Batch{b: b, futs: make([]jetstream.PubAckFuture, 0, n), res: make([]PubResult, 0, n)}
+}
+
+// Add publishes m; its result is at the index of the Add call in Wait's
+// results.
+func (p *Batch) Add(m Message) {
+	nm := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header}
+	opts := make([]jetstream.PublishOpt, 0, 2)
+	if m.MsgID != "" {
+		opts = append(opts, jetstream.WithMsgID(m.MsgID))
+	}
+	opts = append(opts, jetstream.WithStallWait(5*time.Second))
+	f, err := p.b.js.PublishMsgAsync(nm, opts...)
+	p.futs = append(p.futs, f)
+	p.res = append(p.res, PubResult{Err: err})
+}
+
+// Wait waits for the acknowledgement of every message added, at most
+// RequestTimeout, and returns the results in the order they were added.
+func (p *Batch) Wait(ctx context.Context) []PubResult {
 	rctx, cancel := bounded(ctx)
 	defer cancel()
-	for i, f := range futs {
+	for i, f := range p.futs {
 		if f == nil {
 			continue
 		}
 		select {
 		case ack := <-f.Ok():
-			res[i] = PubResult{Seq: ack.Sequence, Duplicate: ack.Duplicate}
+			p.res[i] = PubResult{Seq: ack.Sequence, Duplicate: ack.Duplicate}
 		case err := <-f.Err():
-			res[i].Err = err
+			p.res[i].Err = err
 		case <-rctx.Done():
-			res[i].Err = unanswered(ctx, rctx, rctx.Err())
+			p.res[i].Err = unanswered(ctx, rctx, rctx.Err())
 		}
 	}
-	return res
+	return p.res
 }
 
 // PublishExpect publishes one message with a compare-and-set expectation:

@@ -45,7 +45,9 @@ func (s *healthSvc) PublishSignals(ctx context.Context, req *phxv1.PublishSignal
 	now := s.a.cfg.Now()
 	published := s.a.now()
 	resp = &phxv1.PublishSignalsResponse{Results: make([]*phxv1.SignalResult, n)}
-	msgs := make([]bus.Message, 0, n)
+	// Each cell is published as soon as it is checked: JetStream stores the
+	// first while the rest are checked.
+	batch := s.a.cfg.Bus.NewBatch(n)
 	idx := make([]int, 0, n)
 	// The same signal_id twice in one batch is published once; the repeats
 	// share the first one's outcome and are answered as duplicates.
@@ -92,10 +94,10 @@ func (s *healthSvc) PublishSignals(ctx context.Context, req *phxv1.PublishSignal
 			continue
 		}
 		firstOf[env.MessageId] = i
-		msgs = append(msgs, bus.Message{Subject: healthSubject(id.Org, sig.Product), MsgID: env.MessageId, Data: data})
+		batch.Add(bus.Message{Subject: healthSubject(id.Org, sig.Product), MsgID: env.MessageId, Data: data})
 		idx = append(idx, i)
 	}
-	for j, r := range s.a.cfg.Bus.PublishBatch(ctx, msgs) {
+	for j, r := range batch.Wait(ctx) {
 		i := idx[j]
 		if r.Err == nil {
 			if minSeq == 0 || r.Seq < minSeq {
