@@ -273,7 +273,15 @@ func (p *Batch) Wait(ctx context.Context) []PubResult {
 		case err := <-f.Err():
 			p.res[i].Err = err
 		case <-rctx.Done():
-			p.res[i].Err = unanswered(ctx, rctx, rctx.Err())
+			// An answer that came in meanwhile still counts.
+			select {
+			case ack := <-f.Ok():
+				p.res[i] = PubResult{Seq: ack.Sequence, Duplicate: ack.Duplicate}
+			case err := <-f.Err():
+				p.res[i].Err = err
+			default:
+				p.res[i].Err = unanswered(ctx, rctx, rctx.Err())
+			}
 		}
 	}
 	return p.res

@@ -210,6 +210,8 @@ type FeedMsg struct {
 // feed that cannot read a stream again within FeedRecoverWithin ends with
 // ErrNoAnswer.
 func (b *Bus) Feed(ctx context.Context, req FeedRequest, start Cursor, out chan<- FeedMsg) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
 	var readers []*streamReader
 	// The consumers are deleted when the feed ends: left to expire they

@@ -28,6 +28,10 @@ import (
 // there, and re-creates it if it is not or JetStream does not answer.
 const feedHeartbeat = 2 * time.Second
 
+// feedCheck is how long a reader waits for a message before it checks
+// whether the connection reconnected meanwhile.
+const feedCheck = 5 * time.Second
+
 // feedCreateTimeout bounds one request to create a feed's consumer.
 const feedCreateTimeout = 2 * time.Second
 
@@ -55,6 +59,9 @@ type streamReader struct {
 	it   jetstream.MessagesContext
 	dseq uint64 // the last consumer sequence received from cons
 	lost error  // why the last consumer was given up
+	// reconnects is the NATS connection's reconnect count when the
+	// consumer was created or last checked.
+	reconnects uint64
 	// names of every consumer created, deleted when the feed ends.
 	names []string
 }
@@ -125,6 +132,7 @@ func (r *streamReader) create(ctx context.Context) error {
 		return err
 	}
 	r.cons, r.it, r.dseq = cons, it, 0
+	r.reconnects = r.b.nc.Stats().Reconnects
 	return nil
 }
 
@@ -146,18 +154,36 @@ func (r *streamReader) nextMsg(ctx context.Context) (jetstream.Msg, *jetstream.M
 			r.b.feedRecoverNanos.Add(uint64(took))
 			r.b.cfg.Logger.Info("feed consumer re-created", "stream", r.stream, "from_seq", r.next, "took", took, "cause", r.lost)
 		}
-		m, err := r.it.Next(jetstream.NextContext(ctx))
+		// Wait at most feedCheck at a time, to look after a reconnect for
+		// messages lost on the way at the end of a burst (a gap in the
+		// consumer sequence shows only when a later message arrives).
+		wctx, cancel := context.WithTimeout(ctx, feedCheck)
+		m, err := r.it.Next(jetstream.NextContext(wctx))
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, nil, ctx.Err()
 			}
-			// Missing heartbeats may only mean a busy hub or server:
-			// keep the consumer if JetStream still has it.
-			if errors.Is(err, jetstream.ErrNoHeartbeat) && r.alive(ctx) {
+			switch {
+			case errors.Is(err, context.DeadlineExceeded):
+				if rc := r.b.nc.Stats().Reconnects; rc != r.reconnects {
+					r.reconnects = rc
+					if err := r.caughtUp(ctx); err != nil {
+						r.drop(fmt.Errorf("after a reconnect: %w", err))
+					}
+				}
+				continue
+			case errors.Is(err, jetstream.ErrNoHeartbeat):
+				// Missing heartbeats may only mean a busy hub or server:
+				// keep the consumer if JetStream still has it and has
+				// sent nothing more than was received.
+				if err := r.caughtUp(ctx); err != nil {
+					r.drop(fmt.Errorf("no heartbeat: %w", err))
+				}
 				continue
 			}
-			// A lost or deleted consumer, a closed iterator after a
-			// reconnect: read on from a new consumer.
+			// A deleted consumer, a closed iterator: read on from a new
+			// consumer.
 			r.drop(err)
 			continue
 		}
@@ -180,12 +206,19 @@ func (r *streamReader) nextMsg(ctx context.Context) (jetstream.Msg, *jetstream.M
 	}
 }
 
-// alive reports whether JetStream still answers for the current consumer.
-func (r *streamReader) alive(ctx context.Context) bool {
+// caughtUp asks JetStream about the current consumer: an error if it does
+// not answer, or has delivered messages that never arrived.
+func (r *streamReader) caughtUp(ctx context.Context) error {
 	ictx, cancel := context.WithTimeout(ctx, feedCreateTimeout)
 	defer cancel()
-	_, err := r.cons.Info(ictx)
-	return err == nil
+	ci, err := r.cons.Info(ictx)
+	if err != nil {
+		return err
+	}
+	if ci.Delivered.Consumer > r.dseq {
+		return fmt.Errorf("%d messages delivered, %d received", ci.Delivered.Consumer, r.dseq)
+	}
+	return nil
 }
 
 // drop stops reading from the current consumer, lost for cause.

@@ -28,6 +28,21 @@ func startJetStream(t *testing.T, port int, dir string) *natsserver.Server {
 	return ns
 }
 
+// openBus connects to url, reconnecting for ever, and opens the bus there.
+func openBus(ctx context.Context, t *testing.T, url string) *Bus {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	b, err := New(ctx, nc, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // feedConsumers lists the names of the feed consumers on stream.
 func feedConsumers(ctx context.Context, t *testing.T, b *Bus, stream string) []string {
 	t.Helper()
@@ -77,17 +92,9 @@ func TestFeedRecreatesLostConsumer(t *testing.T) {
 			port := ns.Addr().(*net.TCPAddr).Port
 			restart := func() *natsserver.Server { return startJetStream(t, port, dir) }
 			t.Cleanup(func() { ns.Shutdown() })
-			nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(nc.Close)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			b, err := New(ctx, nc, Config{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := openBus(ctx, t, ns.ClientURL())
 			publish := func(from, to int) {
 				t.Helper()
 				var msgs []Message
@@ -159,17 +166,9 @@ func TestFeedGivesUp(t *testing.T) {
 	FeedRecoverWithin = time.Second
 	ns := startJetStream(t, -1, t.TempDir())
 	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	b, err := New(ctx, nc, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := openBus(ctx, t, ns.ClientURL())
 	out := make(chan FeedMsg)
 	errc := make(chan error, 1)
 	var req FeedRequest

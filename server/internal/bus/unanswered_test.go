@@ -10,7 +10,6 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 )
 
 // silencer is a TCP proxy to a NATS server that can stop passing what the
@@ -75,17 +74,9 @@ func TestUnansweredRequestsAreBounded(t *testing.T) {
 		t.Fatal("nats-server not ready")
 	}
 	proxy := newSilencer(t, ns.Addr().String())
-	nc, err := nats.Connect("nats://"+proxy.addr, nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	b, err := New(ctx, nc, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := openBus(ctx, t, "nats://"+proxy.addr)
 	const subj = "phx.v1.rollout.contoso.r1"
 	stored := b.PublishBatch(ctx, []Message{{Subject: subj, MsgID: "m1", Data: []byte("{}")}})
 	if stored[0].Err != nil {
