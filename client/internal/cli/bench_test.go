@@ -11,7 +11,7 @@ import (
 func TestBench(t *testing.T) {
 	h := servertest.Start(t, servertest.WithMetrics())
 	tiny := []string{"bench", "--signals", "1500", "--batch", "500", "--callers", "2",
-		"--subscribers", "3", "--rate", "200", "--duration", "1s", "--fanout", "20"}
+		"--subscribers", "3", "--rate", "200", "--duration", "1s", "--fanout", "20", "--idle", "500ms"}
 
 	out, errOut, err := phx(t, args(as(h, "contoso"), append(tiny, "--json", "--metrics", h.MetricsAddr)...)...)
 	if err != nil {
@@ -33,7 +33,7 @@ func TestBench(t *testing.T) {
 	if x := r.Fanout; x == nil || x.Subscribers != 20 || x.Received != 20 || x.AllMs <= 0 {
 		t.Errorf("fanout: %+v", x)
 	}
-	if x := r.Memory; x == nil || x.Skipped != "" || x.HeapBefore == 0 || x.HeapAfter == 0 {
+	if x := r.Memory; x == nil || x.Skipped != "" || x.HeapBefore == 0 || x.HeapAfter == 0 || x.IdleSeconds != 0.5 || x.CPUBefore < 0 || x.CPUAfter < 0 {
 		t.Errorf("memory: %+v", x)
 	}
 	for _, w := range []string{"ingest:", "latency:", "fanout:", "memory:"} {

@@ -31,7 +31,8 @@ const benchLong = `Measures a hub, as the org of the credentials (a vendor or th
   fanout    time until one incident reaches all of --fanout subscribers
   memory    the hub's memory per idle subscriber: its heap (go_memstats_heap_inuse_bytes)
             and RSS (process_resident_memory_bytes) read from --metrics before and after
-            opening the --fanout subscribers; skipped without --metrics
+            opening the --fanout subscribers, and its CPU at rest (process_cpu_seconds_total)
+            over --idle without and with them; skipped without --metrics
 
 Every item is TLP:RED for the org itself, so no other member receives it; its cells are
 large enough for the hub's minimum cohort and show no failures. The incident of the
@@ -52,6 +53,7 @@ type benchConfig struct {
 	duration    time.Duration
 	fanout      int
 	metrics     string
+	idle        time.Duration
 }
 
 func benchCmd() *command {
@@ -72,6 +74,7 @@ func benchCmd() *command {
 			fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "latency: how long to publish")
 			fs.IntVar(&cfg.fanout, "fanout", 1000, "fanout and memory: subscribers")
 			fs.StringVar(&cfg.metrics, "metrics", "", "memory: the hub's metrics `address` (host:port of --metrics-listen, or a URL)")
+			fs.DurationVar(&cfg.idle, "idle", 5*time.Second, "memory: how long to measure the hub's CPU at rest, without and with the idle subscribers")
 			return func(ctx context.Context, e *env, args []string) error {
 				if err := noArgs(e, args); err != nil {
 					return err
@@ -98,6 +101,9 @@ func benchCmd() *command {
 				}
 				if cfg.duration <= 0 || cfg.duration > time.Hour {
 					return e.usagef("--duration: %v is not within 0..1h", cfg.duration)
+				}
+				if cfg.idle < 100*time.Millisecond || cfg.idle > 10*time.Minute {
+					return e.usagef("--idle: %v is not within 100ms..10m", cfg.idle)
 				}
 				return e.bench(ctx, cfg)
 			}
@@ -155,6 +161,13 @@ type memoryResult struct {
 	// HeapPerSubscriber and RSSPerSubscriber are in bytes.
 	HeapPerSubscriber float64 `json:"heap_per_subscriber"`
 	RSSPerSubscriber  float64 `json:"rss_per_subscriber"`
+	// CPUBefore and CPUAfter are the hub's CPU use at rest, in cores
+	// (CPU seconds per second, from process_cpu_seconds_total), without
+	// the subscribers and with them open and idle (their heartbeats); -1
+	// when the hub does not export its CPU time.
+	CPUBefore   float64 `json:"cpu_cores_before"`
+	CPUAfter    float64 `json:"cpu_cores_after"`
+	IdleSeconds float64 `json:"idle_seconds"`
 }
 
 // bencher runs the tests against one hub.
@@ -485,6 +498,11 @@ func (b *bencher) fanoutAndMemory(ctx context.Context, c *sdk.Client, fanout, me
 			if before, err = b.memory(ctx); err != nil {
 				return nil, nil, err
 			}
+			b.progress("memory: the hub's CPU at rest for %v", b.cfg.idle)
+			if mem.CPUBefore, err = b.idleCPU(ctx); err != nil {
+				return nil, nil, err
+			}
+			mem.IdleSeconds = b.cfg.idle.Seconds()
 		}
 	}
 	b.progress("fanout: opening %d subscribers", n)
@@ -512,7 +530,10 @@ func (b *bencher) fanoutAndMemory(ctx context.Context, c *sdk.Client, fanout, me
 		mem.HeapBefore, mem.HeapAfter, mem.RSSBefore, mem.RSSAfter = before.heap, after.heap, before.rss, after.rss
 		mem.HeapPerSubscriber = (float64(after.heap) - float64(before.heap)) / float64(n)
 		mem.RSSPerSubscriber = (float64(after.rss) - float64(before.rss)) / float64(n)
-		b.progress("memory: %.1f KiB heap, %.1f KiB RSS per idle subscriber", mem.HeapPerSubscriber/1024, mem.RSSPerSubscriber/1024)
+		b.progress("memory: %.1f KiB heap, %.1f KiB RSS per idle subscriber; the hub's CPU at rest with them for %v", mem.HeapPerSubscriber/1024, mem.RSSPerSubscriber/1024, b.cfg.idle)
+		if mem.CPUAfter, err = b.idleCPU(ctx); err != nil {
+			return nil, nil, err
+		}
 	}
 	if !fanout {
 		return nil, mem, nil
@@ -584,11 +605,35 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-type memSample struct{ heap, rss uint64 }
+type memSample struct {
+	heap, rss uint64
+	cpu       float64 // process_cpu_seconds_total, -1 when the hub has none
+}
 
-// memory reads the hub's heap in use and RSS three times, half a second
-// apart, and keeps the median of each.
-func (b *bencher) memory(ctx context.Context) (memSample, error) {
+// idleCPU measures the hub's CPU use over cfg.idle, in cores (-1: the hub
+// does not export its CPU time).
+func (b *bencher) idleCPU(ctx context.Context) (float64, error) {
+	url := b.metricsURL()
+	s0, err := scrapeMemory(ctx, url)
+	if err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	if err := sleepCtx(ctx, b.cfg.idle); err != nil {
+		return 0, err
+	}
+	s1, err := scrapeMemory(ctx, url)
+	if err != nil {
+		return 0, err
+	}
+	if s0.cpu < 0 || s1.cpu < 0 {
+		return -1, nil
+	}
+	return max(0, s1.cpu-s0.cpu) / time.Since(t0).Seconds(), nil
+}
+
+// metricsURL is the hub's /metrics address from --metrics.
+func (b *bencher) metricsURL() string {
 	url := b.cfg.metrics
 	if !strings.Contains(url, "://") {
 		url = "http://" + url
@@ -596,6 +641,13 @@ func (b *bencher) memory(ctx context.Context) (memSample, error) {
 	if !strings.HasSuffix(url, "/metrics") {
 		url = strings.TrimSuffix(url, "/") + "/metrics"
 	}
+	return url
+}
+
+// memory reads the hub's heap in use and RSS three times, half a second
+// apart, and keeps the median of each.
+func (b *bencher) memory(ctx context.Context) (memSample, error) {
+	url := b.metricsURL()
 	var heaps, rsss []uint64
 	for i := range 3 {
 		if i > 0 {
@@ -629,7 +681,7 @@ func scrapeMemory(ctx context.Context, url string) (memSample, error) {
 	if resp.StatusCode != http.StatusOK {
 		return memSample{}, fmt.Errorf("hub metrics: %s: %s", url, resp.Status)
 	}
-	var s memSample
+	s := memSample{cpu: -1}
 	var haveHeap bool
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(nil, 1<<20)
@@ -647,6 +699,10 @@ func scrapeMemory(ctx context.Context, url string) (memSample, error) {
 		case "process_resident_memory_bytes":
 			if v, err := strconv.ParseFloat(val, 64); err == nil {
 				s.rss = uint64(v)
+			}
+		case "process_cpu_seconds_total":
+			if v, err := strconv.ParseFloat(val, 64); err == nil {
+				s.cpu = v
 			}
 		}
 	}
@@ -679,7 +735,12 @@ func (b *bencher) render(r benchResult) {
 		if x.Skipped != "" {
 			fmt.Fprintf(w, "memory\t%d idle subscribers\tskipped: %s\n", x.Subscribers, x.Skipped)
 		} else {
-			fmt.Fprintf(w, "memory\t%d idle subscribers\t%.1f KiB heap, %.1f KiB RSS per subscriber\n", x.Subscribers, x.HeapPerSubscriber/1024, x.RSSPerSubscriber/1024)
+			cpu := "hub CPU time not exported"
+			if x.CPUBefore >= 0 && x.CPUAfter >= 0 {
+				cpu = fmt.Sprintf("hub CPU at rest %.1f %% of a core without them, %.1f %% with them", 100*x.CPUBefore, 100*x.CPUAfter)
+			}
+			fmt.Fprintf(w, "memory\t%d idle subscribers\t%.1f KiB heap, %.1f KiB RSS per subscriber; %s\n",
+				x.Subscribers, x.HeapPerSubscriber/1024, x.RSSPerSubscriber/1024, cpu)
 		}
 	}
 	w.Flush()
