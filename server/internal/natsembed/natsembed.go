@@ -38,7 +38,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		StoreDir:   cfg.StoreDir,
 		SyncAlways: cfg.SyncAlways,
 		NoSigs:     true,
-		// Every live Subscribe holds an ordered consumer on each stream it
+		// Every live Subscribe holds an ephemeral consumer on each stream it
 		// reads: no cap on consumers per stream (the server's default is
 		// 1,000, which would refuse the 1,001st subscriber).
 		JetStreamLimits: server.JSLimitOpts{DefaultMaxConsumers: -1},
