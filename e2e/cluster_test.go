@@ -323,43 +323,8 @@ func (p *pubLog) recovery(at time.Time) (firstOK, longest time.Duration) {
 	return firstOK, longest
 }
 
-// feedLog is what one subscriber received, in order, across resumes.
-type feedLog struct {
-	mu   sync.Mutex
-	ids  []string
-	seqs []uint64 // the health sequence of each item's cursor
-	at   []time.Time
-}
-
-func (f *feedLog) follow(sub *sdk.Subscription) chan error {
-	done := make(chan error, 1)
-	go func() {
-		for {
-			env, err := sub.Recv()
-			if err != nil {
-				done <- err
-				return
-			}
-			hs, _, _ := strings.Cut(strings.TrimPrefix(env.GetCursor(), "h"), ".")
-			seq, _ := strconv.ParseUint(hs, 10, 64)
-			f.mu.Lock()
-			f.ids = append(f.ids, env.GetHealthSignal().GetSignalId())
-			f.seqs = append(f.seqs, seq)
-			f.at = append(f.at, time.Now())
-			f.mu.Unlock()
-		}
-	}()
-	return done
-}
-
-func (f *feedLog) has(id string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Contains(f.ids, id)
-}
-
 // arrived returns when the item id arrived (the zero time: not yet).
-func (f *feedLog) arrived(id string) time.Time {
+func (f *received) arrived(id string) time.Time {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if i := slices.Index(f.ids, id); i >= 0 {
@@ -369,7 +334,7 @@ func (f *feedLog) arrived(id string) time.Time {
 }
 
 // firstAfter returns how long after at the first item arrived (-1: none yet).
-func (f *feedLog) firstAfter(at time.Time) time.Duration {
+func (f *received) firstAfter(at time.Time) time.Duration {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, a := range f.at {
@@ -481,7 +446,7 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fabSub.Close()
-	var fabGot, certGot feedLog
+	var fabGot, certGot received
 	fabDone := fabGot.follow(fabSub)
 	cert := connect("national-cert", addrB+","+addrA)
 	certSub, err := cert.Subscribe(ctx, req())
@@ -630,7 +595,7 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 	probeAfterKill := prefix + "-probe-nats-A"
 	for _, f := range []struct {
 		name string
-		got  *feedLog
+		got  *received
 	}{{"fabrikam", &fabGot}, {"national-cert", &certGot}} {
 		for f.got.arrived(probeAfterKill).IsZero() {
 			if time.Since(natsKilled) > feedRecoverBound {
@@ -726,7 +691,7 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 	probe("B", addrB, marker, time.Now())
 	for _, s := range []struct {
 		name string
-		got  *feedLog
+		got  *received
 		done chan error
 	}{{"fabrikam", &fabGot, fabDone}, {"national-cert", &certGot, certDone}} {
 		for !s.got.has(marker) {
@@ -824,7 +789,7 @@ func TestClusterSurvivesNodeAndHubKills(t *testing.T) {
 		name                           string
 		want, got, dups, missing, leak int
 	}
-	check := func(name string, f *feedLog, sees func(n int) bool) subResult {
+	check := func(name string, f *received, sees func(n int) bool) subResult {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		res := subResult{name: name, got: len(f.ids)}

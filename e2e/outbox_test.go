@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -213,11 +214,12 @@ func kill(t *testing.T, cmd *exec.Cmd) {
 	cmd.Wait()
 }
 
-// received is what a subscriber got, in order.
+// received is what a subscriber got, in order, across resumes, and when.
 type received struct {
 	mu   sync.Mutex
 	ids  []string
 	seqs []uint64 // the health sequence of each item's cursor
+	at   []time.Time
 }
 
 func (r *received) follow(sub *sdk.Subscription) chan error {
@@ -234,6 +236,7 @@ func (r *received) follow(sub *sdk.Subscription) chan error {
 			r.mu.Lock()
 			r.ids = append(r.ids, env.GetHealthSignal().GetSignalId())
 			r.seqs = append(r.seqs, seq)
+			r.at = append(r.at, time.Now())
 			r.mu.Unlock()
 		}
 	}()
@@ -243,12 +246,7 @@ func (r *received) follow(sub *sdk.Subscription) chan error {
 func (r *received) has(id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, got := range r.ids {
-		if got == id {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(r.ids, id)
 }
 
 // TestOutboxSurvivesKills publishes under steady load through the SDK's
