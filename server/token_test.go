@@ -103,9 +103,9 @@ func certSHA256(t *testing.T, file string) []byte {
 func TestTokens(t *testing.T) {
 	t.Parallel()
 	h := servertest.Start(t)
-	ctx := testCtx(t)
 
 	t.Run("a CERT reads with a token and no certificate", func(t *testing.T) {
+		ctx := testCtx(t)
 		tok := issueToken(t, h, &phxv1.IssueTokenRequest{Org: "national-cert", Role: phxv1.Role_ROLE_CERT, Ttl: durationpb.New(time.Hour)})
 		if tok.Jti == "" || tok.Kid == "" || len(tok.Scope) != 1 || tok.Scope[0] != "read" || tok.Bound {
 			t.Fatalf("IssueToken answered %v", tok)
@@ -122,7 +122,9 @@ func TestTokens(t *testing.T) {
 			who.TokenId != tok.Jti || who.SpiffeId != "" || !who.CredentialExpiresAt.AsTime().Equal(tok.ExpiresAt.AsTime()) {
 			t.Fatalf("WhoAmI = %v", who)
 		}
-		f := subscribe(t, c, &phxv1.SubscribeRequest{})
+		// open waits for the first heartbeat: the feed starts after the
+		// stream's last item, so the rollout must come after it.
+		f := open(t, c, &phxv1.SubscribeRequest{})
 		r := announce(t, as(t, h, "contoso"), rollout(uniq("r-token"), "contoso-av", green()))
 		if env := f.next(); env.GetRollout().GetRolloutId() != r.RolloutId {
 			t.Fatalf("the CERT got %v, want rollout %s", env, r.RolloutId)
@@ -132,6 +134,7 @@ func TestTokens(t *testing.T) {
 	})
 
 	t.Run("a responder acts for its org but publishes nothing", func(t *testing.T) {
+		ctx := testCtx(t)
 		tok := issueToken(t, h, &phxv1.IssueTokenRequest{Org: "contoso", Role: phxv1.Role_ROLE_RESPONDER})
 		if len(tok.Scope) != 2 || time.Until(tok.ExpiresAt.AsTime()) > 24*time.Hour {
 			t.Fatalf("IssueToken answered %v (want read+respond, 24h by default)", tok)
@@ -156,12 +159,14 @@ func TestTokens(t *testing.T) {
 	})
 
 	t.Run("a read-only token cannot respond", func(t *testing.T) {
+		ctx := testCtx(t)
 		tok := issueToken(t, h, &phxv1.IssueTokenRequest{Org: "contoso", Role: phxv1.Role_ROLE_RESPONDER, Scope: []string{"read"}})
 		_, err := withToken(t, h, tok.Token).incident.Acknowledge(ctx, &phxv1.AcknowledgeRequest{Id: "INC-0000000000"})
 		wantStatus(t, err, codes.PermissionDenied, "")
 	})
 
 	t.Run("bad issue requests", func(t *testing.T) {
+		ctx := testCtx(t)
 		op := as(t, h, "operator")
 		cases := []struct {
 			name  string
