@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"fmt"
 	"regexp"
 	"slices"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
+	"github.com/phx-exchange/phx/server/internal/jsread"
 	"github.com/phx-exchange/phx/server/servertest"
 )
 
@@ -929,4 +931,48 @@ func TestIncidents(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestListPastOneRead: a listing longer than one read of the stream (the
+// hub reads JetStream a batch of jsread.Batch at a time) still lists each
+// item once, in its current revision.
+func TestListPastOneRead(t *testing.T) {
+	t.Parallel()
+	h := servertest.Start(t)
+	northwind := as(t, h, "northwind")
+	const n = jsread.Batch + 44
+	var want []string
+	race(4, func(w int) {
+		for i := w; i < n; i += 4 {
+			r := announce(t, northwind, rollout(fmt.Sprintf("r-list-%03d", i), "northwind-sensor", green()))
+			_, err := northwind.rollouts.UpdateRollout(testCtx(t), &phxv1.UpdateRolloutRequest{RolloutId: r.RolloutId, ExpectedRevision: 1,
+				Rollout: &phxv1.Rollout{State: phxv1.RolloutState_ROLLOUT_PAUSED}, UpdateMask: mask("state")})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	for i := range n {
+		want = append(want, fmt.Sprintf("r-list-%03d", i))
+	}
+	all, err := northwind.rollouts.ListRollouts(testCtx(t), &phxv1.ListRolloutsRequest{PageSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range all.Rollouts {
+		got = append(got, r.RolloutId)
+		if r.Revision != 2 || r.State != phxv1.RolloutState_ROLLOUT_PAUSED {
+			t.Errorf("%s listed at revision %d, %s; want its current revision 2, paused", r.RolloutId, r.Revision, r.State)
+		}
+	}
+	wantIDs(t, "listed", got, want)
+	active, err := northwind.rollouts.ListRollouts(testCtx(t), &phxv1.ListRolloutsRequest{States: []phxv1.RolloutState{phxv1.RolloutState_ROLLOUT_ACTIVE}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(active.Rollouts) != 0 {
+		t.Errorf("%d rollouts listed as active, all are paused", len(active.Rollouts))
+	}
 }

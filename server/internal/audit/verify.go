@@ -2,11 +2,12 @@ package audit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/phx-exchange/phx/server/internal/jsread"
 )
 
 // Entry is one message of the audit stream.
@@ -24,14 +25,10 @@ type Entry struct {
 // Scan calls fn with the messages of the audit stream in order, from stream
 // sequence from (0: the first), up to the last message stored when Scan
 // started; with follow, it then waits for new ones until ctx ends. It reads
-// through an ordered consumer, a batch at a time, so a long stream is never
-// held in memory. An error from fn stops it.
+// through one consumer, a batch at a time, so a long stream is never held in
+// memory. An error from fn stops it.
 func Scan(ctx context.Context, s jetstream.Stream, from uint64, follow bool, fn func(Entry) error) error {
-	info, err := s.Info(ctx)
-	if err != nil {
-		return err
-	}
-	return scan(ctx, s, info, from, follow, fn)
+	return scan(ctx, s, from, follow, fn)
 }
 
 // Tail is Scan from the last messages of the stream: the newest last of
@@ -45,65 +42,19 @@ func Tail(ctx context.Context, s jetstream.Stream, last uint64, follow bool, fn 
 	if end := info.State.LastSeq; end >= last && end-last+1 > from {
 		from = end - last + 1
 	}
-	return scan(ctx, s, info, from, follow, fn)
+	return scan(ctx, s, from, follow, fn)
 }
 
-func scan(ctx context.Context, s jetstream.Stream, info *jetstream.StreamInfo, from uint64, follow bool, fn func(Entry) error) error {
-	end := info.State.LastSeq
-	if !follow && (info.State.Msgs == 0 || from > end) {
-		return nil
-	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: time.Minute}
-	if from > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
-	}
-	cons, err := s.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
+func scan(ctx context.Context, s jetstream.Stream, from uint64, follow bool, fn func(Entry) error) error {
+	return jsread.Read(ctx, s, jsread.Options{From: from, Follow: follow}, func(m jetstream.Msg, md *jetstream.MsgMetadata) error {
+		e := Entry{Seq: md.Sequence.Stream, Data: m.Data()}
+		if r, err := Parse(e.Data); err != nil {
+			e.Invalid = "not an audit record: " + err.Error()
+		} else {
+			e.Record = r
 		}
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return err
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return err
-			}
-			e := Entry{Seq: md.Sequence.Stream, Data: m.Data()}
-			if r, err := Parse(e.Data); err != nil {
-				e.Invalid = "not an audit record: " + err.Error()
-			} else {
-				e.Record = r
-			}
-			if err := fn(e); err != nil {
-				return err
-			}
-			if !follow && (e.Seq >= end || md.NumPending == 0) {
-				return nil
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
-			return err
-		}
-		if got == 0 && !follow {
-			// Nothing came although end was not reached: done if the
-			// messages up to end were deleted meanwhile.
-			ci, err := cons.Info(ctx)
-			if err != nil {
-				return err
-			}
-			if ci.NumPending == 0 {
-				return nil
-			}
-		}
-	}
+		return fn(e)
+	})
 }
 
 // Progress is how far Verify has come.

@@ -28,6 +28,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/phx-exchange/phx/server/internal/jsread"
 )
 
 // Stream names.
@@ -373,62 +375,18 @@ func (b *Bus) NextForSubject(ctx context.Context, stream, subject string, seq ui
 }
 
 // LastPerSubject calls fn with the last message of every subject matching
-// filter, in stream order. It reads a consistent snapshot taken at the start.
+// filter, in stream order, from a snapshot taken at the start. Should the
+// read have to start again (its consumer lost with a NATS node), a subject
+// already passed is not passed again.
 func (b *Bus) LastPerSubject(ctx context.Context, stream, filter string, fn func(*StoredMsg) error) error {
-	s := b.streams[stream]
-	rctx, cancel := bounded(ctx)
-	info, err := s.Info(rctx)
-	err = unanswered(ctx, rctx, err)
-	cancel()
-	if err != nil {
-		return err
+	err := jsread.Read(ctx, b.streams[stream], jsread.Options{Filter: []string{filter}, LastPerSubject: true, Stall: RequestTimeout, Request: RequestTimeout},
+		func(m jetstream.Msg, md *jetstream.MsgMetadata) error {
+			return fn(&StoredMsg{Subject: m.Subject(), Seq: md.Sequence.Stream, Time: md.Timestamp, Header: m.Headers(), Data: m.Data()})
+		})
+	if errors.Is(err, jsread.ErrStalled) {
+		return fmt.Errorf("%w: %v", ErrNoAnswer, err)
 	}
-	if info.State.Msgs == 0 {
-		return nil
-	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter},
-		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
-	})
-	if err != nil {
-		return err
-	}
-	rctx, cancel = bounded(ctx)
-	ci, err := cons.Info(rctx)
-	err = unanswered(ctx, rctx, err)
-	cancel()
-	if err != nil {
-		return err
-	}
-	if ci.NumPending == 0 {
-		return nil
-	}
-	for {
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return err
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			md, err := m.Metadata()
-			if err != nil {
-				return err
-			}
-			if err := fn(&StoredMsg{Subject: m.Subject(), Seq: md.Sequence.Stream, Time: md.Timestamp, Header: m.Headers(), Data: m.Data()}); err != nil {
-				return err
-			}
-			if md.NumPending == 0 {
-				return nil
-			}
-		}
-		if err := batch.Error(); err != nil {
-			return err
-		}
-		if n == 0 {
-			return errors.New("listing stalled")
-		}
-	}
+	return err
 }
 
 // SecretsBucket is the KV bucket of the hub's shared secrets, so every hub
