@@ -28,7 +28,7 @@ type Entry struct {
 // through one consumer, a batch at a time, so a long stream is never held in
 // memory. An error from fn stops it.
 func Scan(ctx context.Context, s jetstream.Stream, from uint64, follow bool, fn func(Entry) error) error {
-	return scan(ctx, s, from, follow, fn)
+	return scan(ctx, s, jsread.Options{From: from, Follow: follow}, fn)
 }
 
 // Tail is Scan from the last messages of the stream: the newest last of
@@ -42,11 +42,13 @@ func Tail(ctx context.Context, s jetstream.Stream, last uint64, follow bool, fn 
 	if end := info.State.LastSeq; end >= last && end-last+1 > from {
 		from = end - last + 1
 	}
-	return scan(ctx, s, from, follow, fn)
+	// Until: the records written since Info, this call's own among them,
+	// are not part of the last ones asked for.
+	return scan(ctx, s, jsread.Options{From: from, Until: info.State.LastSeq, Follow: follow}, fn)
 }
 
-func scan(ctx context.Context, s jetstream.Stream, from uint64, follow bool, fn func(Entry) error) error {
-	return jsread.Read(ctx, s, jsread.Options{From: from, Follow: follow}, func(m jetstream.Msg, md *jetstream.MsgMetadata) error {
+func scan(ctx context.Context, s jetstream.Stream, o jsread.Options, fn func(Entry) error) error {
+	return jsread.Read(ctx, s, o, func(m jetstream.Msg, md *jetstream.MsgMetadata) error {
 		e := Entry{Seq: md.Sequence.Stream, Data: m.Data()}
 		if r, err := Parse(e.Data); err != nil {
 			e.Invalid = "not an audit record: " + err.Error()

@@ -30,6 +30,9 @@ type Options struct {
 	// order, as stored when the read starts. From and Follow are then not
 	// allowed.
 	LastPerSubject bool
+	// Until is the last stream sequence to read (0: the last one stored
+	// when the read starts). Without Follow the read ends there.
+	Until uint64
 	// Follow keeps reading new messages after the last one stored when the
 	// read started, until ctx ends.
 	Follow bool
@@ -50,8 +53,8 @@ const Batch = 256
 var ErrStalled = errors.New("jsread: the stream could not be read")
 
 // Read calls fn with the messages of s in stream order, up to the last one
-// stored when Read started (with Follow, on until ctx ends). Each message is
-// passed once: a consumer that is lost is created again after the last
+// stored when Read started, or Options.Until (with Follow, on until ctx
+// ends). Each message is passed once: a consumer that is lost is created again after the last
 // message passed, and a gap in the consumer's sequence (a message lost in
 // transit) makes it do the same. An error from fn stops the read and is
 // returned as is.
@@ -77,6 +80,9 @@ func Read(ctx context.Context, s jetstream.Stream, o Options, fn func(jetstream.
 		return err
 	}
 	r.end = info.State.LastSeq
+	if o.Until != 0 {
+		r.end = min(r.end, o.Until)
+	}
 	r.next = max(o.From, 1)
 	if !o.Follow && (info.State.Msgs == 0 || r.next > r.end) {
 		return nil
@@ -304,6 +310,9 @@ func (r *reader) take(batch jetstream.MessageBatch) (n int, done bool, err error
 		}
 		n++
 		r.delivered = md.Sequence.Consumer
+		if !r.o.Follow && md.Sequence.Stream > r.end {
+			return n, true, nil // the end itself was removed
+		}
 		if r.seen != nil {
 			if r.seen[m.Subject()] {
 				continue

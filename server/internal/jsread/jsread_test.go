@@ -125,6 +125,8 @@ func TestRead(t *testing.T) {
 		{"everything", jsread.Options{}, all},
 		{"from a sequence", jsread.Options{From: third}, all[2:]},
 		{"filtered", jsread.Options{Filter: []string{"item.1.>"}}, odd},
+		{"up to a sequence", jsread.Options{From: third, Until: third + 2}, all[2:5]},
+		{"filtered, up to a sequence past the last match", jsread.Options{Filter: []string{"item.1.>"}, Until: third + 2}, odd[:2]},
 		{"from past the end", jsread.Options{From: 10_000}, nil},
 	}
 	for _, tc := range cases {
