@@ -71,6 +71,7 @@ func (d *Detector) crossVendor(end int64, cells []*agg, now time.Time) []Finding
 	slices.Sort(keys)
 	thr := math.Log(1 / d.cfg.RiseAlpha)
 	newRise := map[string][]string{} // build -> stream keys newly held
+	onsets := map[string][2]int64{}  // stream key -> onset, before the cap
 	for _, k := range keys {
 		vs := byPPB[k]
 		a0 := vs[0]
@@ -108,6 +109,9 @@ func (d *Detector) crossVendor(end int64, cells []*agg, now time.Time) []Finding
 			s.Test.update(xv[f], ev, xc[f], ec, d.cfg.RiseNullRatio, end)
 			holdKey := "risestream|" + sk
 			if s.Test.logMix() >= thr {
+				// The onset is read before the cap, which flattens the
+				// alternatives that explain the rise best.
+				from, to := s.Test.onset()
 				// Cap the evidence kept past the threshold so that the
 				// test falls back below it soon after the rise ends.
 				for j := range s.Test.LogLR {
@@ -115,6 +119,7 @@ func (d *Detector) crossVendor(end int64, cells []*agg, now time.Time) []Finding
 				}
 				if d.fire(holdKey, end) {
 					newRise[a0.OSBuild] = append(newRise[a0.OSBuild], key)
+					onsets[key] = [2]int64{from, to}
 				}
 			} else {
 				d.quiet(holdKey)
@@ -145,6 +150,7 @@ func (d *Detector) crossVendor(end int64, cells []*agg, now time.Time) []Finding
 	for _, b := range builds {
 		var affected []string
 		var strongest *stream
+		var onset [2]int64
 		for _, k := range newRise[b] {
 			pub := strings.SplitN(strings.TrimPrefix(k, "rise|"), "\x1f", 2)[0]
 			if d.explainedBySelf(pub, b) {
@@ -153,7 +159,7 @@ func (d *Detector) crossVendor(end int64, cells []*agg, now time.Time) []Finding
 			affected = append(affected, pub)
 			s := d.st.Rises[k]
 			if strongest == nil || s.Test.logMix() > strongest.Test.logMix() {
-				strongest = s
+				strongest, onset = s, onsets[k]
 			}
 		}
 		if strongest == nil {
@@ -163,8 +169,7 @@ func (d *Detector) crossVendor(end int64, cells []*agg, now time.Time) []Finding
 		if !d.fire(key, end) {
 			continue
 		}
-		onset := strongest.Test.onset()
-		ranking := d.rank(risen, cells, onset, now)
+		ranking := d.rank(risen, cells, onset[0], onset[1], now)
 		out = append(out, d.crossVendorFinding(key, b, end, now, strongest, affected, ranking, cells))
 	}
 	return out
@@ -190,8 +195,9 @@ func (d *Detector) explainedBySelf(pub, b string) bool {
 	return false
 }
 
-// rank scores the live rollouts against the risen builds.
-func (d *Detector) rank(risen map[string]bool, cells []*agg, onset int64, now time.Time) []Candidate {
+// rank scores the live rollouts against the risen builds, whose rise
+// started between from and to.
+func (d *Detector) rank(risen map[string]bool, cells []*agg, from, to int64, now time.Time) []Candidate {
 	var total float64
 	for _, a := range cells {
 		if risen[a.OSBuild] {
@@ -263,12 +269,11 @@ func (d *Detector) rank(risen map[string]bool, cells []*agg, onset int64, now ti
 		if ro.FirstData > 0 && ro.FirstData < start {
 			start = ro.FirstData
 		}
-		delay := float64(onset - start)
 		timing := 0.05
 		switch {
-		case delay >= 0:
-			timing = math.Exp(-delay / d.cfg.TimingScale.Seconds())
-		case delay >= -600:
+		case start <= from:
+			timing = math.Exp(-float64(from-start) / d.cfg.TimingScale.Seconds())
+		case start <= to+600:
 			timing = 1
 		}
 		out = append(out, Candidate{RolloutID: id, Publisher: ro.Publisher, Product: ro.Product,

@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	phxv1 "github.com/phx-exchange/phx/proto/phx/v1"
 )
 
@@ -129,5 +131,53 @@ func TestCrossVendor(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCrossVendorRiseAfterGap: the platform announced an update to build nb
+// twice. Devices took the first one (win-1) and reported from nb for 40
+// minutes, a vendor-a crash among them near the end, then none were left on
+// nb for an hour; the second announcement (win-2) brought devices back to
+// nb, and vendor-a's driver crashes there. The rise dates from the new data,
+// not from the crash before the gap: the advisory blames win-2.
+func TestCrossVendorRiseAfterGap(t *testing.T) {
+	d := New(Config{PlatformOrg: "platform"})
+	const control = "10.0.1.10"
+	cell := func(build string, i int, exposed, crashes uint32) *phxv1.HealthSignal {
+		return &phxv1.HealthSignal{Product: "agent-a", ContentVersion: "v8", OsFamily: "windows", OsBuild: build,
+			Region: "global", Ring: phxv1.Ring_RING_BROAD, WindowStart: timestamppb.New(windowAt(i)), WindowSeconds: 60,
+			DevicesActive: exposed, DevicesExposed: exposed, KernelCrashDevices: crashes}
+	}
+	var found []Finding
+	for i := range 160 {
+		switch i {
+		case 0:
+			d.ObserveRollout("platform", rolloutMsg("win-1", "windows", nb, control, phxv1.RolloutState_ROLLOUT_ACTIVE, phxv1.Ring_RING_BROAD), windowAt(i))
+		case 100:
+			d.ObserveRollout("platform", rolloutMsg("win-2", "windows", nb, control, phxv1.RolloutState_ROLLOUT_ACTIVE, phxv1.Ring_RING_BROAD), windowAt(i))
+		}
+		d.ObserveCell("vendor-a", cell(control, i, 20000, 1))
+		switch {
+		case i < 40:
+			var x uint32
+			if i == 37 {
+				x = 1 // chance
+			}
+			d.ObserveCell("vendor-a", cell(nb, i, 150, x))
+		case i >= 105:
+			d.ObserveCell("vendor-a", cell(nb, i, 150, uint32(i%2))) // broken: a crash per 300 device-minutes
+		}
+		found = append(found, d.Step(stepAt(i))...)
+	}
+	if len(found) != 1 {
+		for _, f := range found {
+			t.Log(f.Advisory.GetSummary())
+		}
+		t.Fatalf("%d advisories, want 1", len(found))
+	}
+	f := found[0]
+	t.Logf("window %s: %s", f.WindowEnd.Sub(t0), f.Advisory.GetSummary())
+	if got := f.Advisory.GetRolloutId(); got != "win-2" {
+		t.Errorf("advisory blames %q, want win-2 (the rise started after it)", got)
 	}
 }

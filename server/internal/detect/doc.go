@@ -101,9 +101,13 @@
 // (active; paused or completed within CandidateHorizon) are then scored:
 //
 //   - timing: exp(-(onset - start)/TimingScale) where onset is the change
-//     point of the rise test (the window after which its likelihood ratio
-//     rose) and start the rollout's announcement or first data; 1 when the
-//     rollout started up to 10 minutes after the onset, 0.05 later;
+//     point of the rise test (the window after which the likelihood ratio
+//     rose, of the alternative whose ratio gained most since its lowest
+//     point) and start the rollout's announcement or first data; 1 when the
+//     rollout started after the onset but up to 10 minutes after the latest
+//     window the rise may have started at (the last where that likelihood
+//     ratio was within e^3 of its lowest; after a gap in the data, the
+//     window before the first new one that rose past it), 0.05 later;
 //   - spread: the Jaccard overlap of the builds the rollout is on and the
 //     risen builds (an OS update of the platform, product in
 //     PlatformProducts, is on the build named by its content version);

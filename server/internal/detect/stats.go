@@ -10,6 +10,12 @@ var ratioGrid = [...]float64{1.25, 1.5, 2, 3, 5, 10, 30, 100}
 // logGrid is ln(len(ratioGrid)), the price of not knowing the alternative.
 var logGrid = math.Log(float64(len(ratioGrid)))
 
+// onsetMargin bounds the change points a rise may have started at: those
+// where an alternative's log likelihood ratio was within onsetMargin of its
+// lowest, so that the windows after them explain the data within a factor
+// of e^3 (about 20) as well as the windows after the lowest point.
+const onsetMargin = 3.0
+
 // seqTest is the state of one conditional-binomial mixture sequential
 // probability ratio test of "the new version fails at rho0 times the
 // control's rate" (null) against "at rho0*rho_j times" (alternatives).
@@ -28,6 +34,12 @@ type seqTest struct {
 	// the data it is the first window of the new data, not the last one
 	// before the gap.
 	RiseAt [len(ratioGrid)]int64 `json:"rise_at"`
+	// LowAt is, per alternative, the last window where the log likelihood
+	// ratio was within onsetMargin of MinLogLR, and AboveAt the first
+	// window with failures after it (0 until there is one): the latest
+	// the rise may have started.
+	LowAt   [len(ratioGrid)]int64 `json:"low_at"`
+	AboveAt [len(ratioGrid)]int64 `json:"above_at"`
 	// Cumulative counts: failing devices and exposed devices of the new
 	// version (V) and the control (C), summed over windows.
 	XV float64 `json:"xv"`
@@ -54,6 +66,12 @@ func (s *seqTest) update(xv, ev, xc, ec, rho0 float64, at int64) {
 			s.MinAt[j] = at
 		}
 	}
+	for j := range s.LowAt {
+		if s.LowAt[j] == 0 {
+			// Fresh, or stored before LowAt was kept.
+			s.LowAt[j], s.AboveAt[j] = s.MinAt[j], s.RiseAt[j]
+		}
+	}
 	s.XV += xv
 	s.EV += ev
 	s.XC += xc
@@ -72,6 +90,11 @@ func (s *seqTest) update(xv, ev, xc, ec, rho0 float64, at int64) {
 			s.RiseAt[j] = 0
 		} else if s.RiseAt[j] == 0 && at > s.MinAt[j] {
 			s.RiseAt[j] = at
+		}
+		if s.LogLR[j] <= s.MinLogLR[j]+onsetMargin {
+			s.LowAt[j], s.AboveAt[j] = at, 0
+		} else if s.AboveAt[j] == 0 {
+			s.AboveAt[j] = at
 		}
 	}
 	if m := s.logMix(); m > s.MaxLogMix {
@@ -102,22 +125,37 @@ func (s *seqTest) pValue() float64 {
 	return math.Min(1, math.Exp(-s.MaxLogMix))
 }
 
-// onset is the change point estimate of the alternative that explains the
-// data best: the window after which its likelihood ratio started to rise.
-func (s *seqTest) onset() int64 {
+// onset bounds the change point of the rise: from is the window after
+// which the data turned to the alternative that explains the rise best, to
+// the latest window the rise may have started after. For alternative j the
+// windows after its lowest point (MinAt) have the log likelihood ratio
+// LogLR[j] - MinLogLR[j]; the change point and ratio that explain the data
+// best (the generalized likelihood ratio, as in CUSUM) are those of the
+// alternative where that is largest. Choosing the alternative by LogLR, the
+// evidence of every window since the test's first data, would let a crash
+// long before the rise choose one whose lowest point precedes that crash.
+// Every window up to its LowAt explains the data within onsetMargin as
+// well: when a crash came shortly before a gap in the data (no devices on
+// the build for a while) and the rise after the gap, from is before the
+// crash and to after the gap.
+func (s *seqTest) onset() (from, to int64) {
 	best := 0
 	for j := range s.LogLR {
-		if s.LogLR[j] > s.LogLR[best] {
+		if s.LogLR[j]-s.MinLogLR[j] > s.LogLR[best]-s.MinLogLR[best] {
 			best = j
 		}
 	}
+	// The window after which it rose ends where the first rising one
+	// starts; windows are evaluated by their end, so step back to the
+	// window before the first rising one.
+	from, to = s.MinAt[best], s.LowAt[best]
 	if r := s.RiseAt[best]; r != 0 {
-		// The window after which it rose ends where this one starts;
-		// windows are evaluated by their end, so step back to the
-		// window before the first rising one.
-		return max(s.MinAt[best], r-60)
+		from = max(from, r-60)
 	}
-	return s.MinAt[best]
+	if r := s.AboveAt[best]; r != 0 {
+		to = max(to, r-60)
+	}
+	return from, max(from, to)
 }
 
 // ratio is the point estimate (XV/EV)/(XC/EC), 0 when undefined, +Inf when
