@@ -89,21 +89,37 @@ func waitLeader(t *testing.T, within time.Duration, rs []*leaseReplica, except *
 // waitLog waits until r has logged a line containing all of parts.
 func (r *leaseReplica) waitLog(t *testing.T, within time.Duration, parts ...string) string {
 	t.Helper()
+	return r.waitLogN(t, within, 1, parts...)
+}
+
+// waitLogN waits until r has logged n lines containing all of parts, and
+// returns the nth.
+func (r *leaseReplica) waitLogN(t *testing.T, within time.Duration, n int, parts ...string) string {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
-	lines:
-		for _, l := range strings.Split(r.log.String(), "\n") {
-			for _, p := range parts {
-				if !strings.Contains(l, p) {
-					continue lines
-				}
-			}
-			return l
+		if lines := r.logged(parts...); len(lines) >= n {
+			return lines[n-1]
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("%s did not log %q within %s", r.name, parts, within)
+	t.Fatalf("%s did not log %q %d times within %s", r.name, parts, n, within)
 	return ""
+}
+
+// logged returns the lines r logged that contain all of parts.
+func (r *leaseReplica) logged(parts ...string) []string {
+	var out []string
+lines:
+	for _, l := range strings.Split(r.log.String(), "\n") {
+		for _, p := range parts {
+			if !strings.Contains(l, p) {
+				continue lines
+			}
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 // logTime is the time of a text log line.
@@ -186,7 +202,7 @@ func TestDetectorLeaseFailover(t *testing.T) {
 	for i, name := range []string{"a", "b"} {
 		r := &leaseReplica{name: name, metrics: fmt.Sprintf("127.0.0.1:%d", ports[i]), dial: &cutDialer{}, log: &syncBuffer{}}
 		opts := []servertest.Option{servertest.WithNATSURL(url, 3),
-			servertest.WithLogger(slog.New(slog.NewTextHandler(r.log, nil))),
+			servertest.WithLogger(slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug}))),
 			servertest.WithConfig(func(c *server.Config) {
 				c.MetricsListen = r.metrics
 				c.DetectorLeaseTTL, c.DetectorRenewInterval = ttl, renew
@@ -230,6 +246,10 @@ func TestDetectorLeaseFailover(t *testing.T) {
 
 	// Cut the leader off: it stops, the other takes over. (The cut-off
 	// hub's /metrics waits for JetStream, so only the other is watched.)
+	// The other must be a candidate already, watching the lease: a hub
+	// whose start was slow begins counting the lease time only when it
+	// first sees the lease.
+	other.waitLog(t, 30*time.Second, "detector lease held by another replica")
 	cutAt := time.Now()
 	first.dial.setCut(true)
 	second := waitLeader(t, ttl+10*time.Second, []*leaseReplica{other}, nil)
@@ -262,8 +282,12 @@ func TestDetectorLeaseFailover(t *testing.T) {
 	t.Logf("advisory %s about %s", adv2.Id, ro2.RolloutId)
 
 	// Back on the network, the first hub finds the lease held.
+	// It watches the lease key again once NATS answers, so that it sees
+	// a release at once.
+	watched := len(first.logged("detector lease watched"))
 	first.dial.setCut(false)
 	first.waitLog(t, 10*time.Second, "detector lease held by another replica")
+	first.waitLogN(t, 10*time.Second, watched+1, "detector lease watched")
 	if first.leading(t) || !second.leading(t) {
 		t.Fatalf("after healing: %s leads %v, %s leads %v", first.name, first.leading(t), second.name, second.leading(t))
 	}

@@ -182,6 +182,7 @@ func campaign(ctx context.Context, cfg Config, l *lease) bool {
 			// outage), and look once more: a release in between is
 			// not missed.
 			if w, err = l.kv.Watch(ctx, leaseKey, jetstream.UpdatesOnly()); err == nil {
+				cfg.Logger.Debug("detector lease watched", "holder", l.seenHolder)
 				continue
 			}
 			w = nil
