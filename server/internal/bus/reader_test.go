@@ -11,22 +11,9 @@ import (
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-)
 
-// startJetStream runs an in-process nats-server with JetStream on a fixed
-// port and store, so a test can stop it and start it again in place.
-func startJetStream(t *testing.T, port int, dir string) *natsserver.Server {
-	t.Helper()
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	return ns
-}
+	"github.com/phx-exchange/phx/server/internal/natstest"
+)
 
 // openBus connects to url, reconnecting for ever, and opens the bus there.
 func openBus(ctx context.Context, t *testing.T, url string) *Bus {
@@ -88,10 +75,9 @@ func TestFeedRecreatesLostConsumer(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			ns := startJetStream(t, -1, dir)
+			ns := natstest.Start(t, -1, dir)
 			port := ns.Addr().(*net.TCPAddr).Port
-			restart := func() *natsserver.Server { return startJetStream(t, port, dir) }
-			t.Cleanup(func() { ns.Shutdown() })
+			restart := func() *natsserver.Server { return natstest.Start(t, port, dir) }
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			b := openBus(ctx, t, ns.ClientURL())
@@ -164,8 +150,7 @@ func TestFeedRecreatesLostConsumer(t *testing.T) {
 func TestFeedGivesUp(t *testing.T) {
 	defer func(d time.Duration) { FeedRecoverWithin = d }(FeedRecoverWithin)
 	FeedRecoverWithin = time.Second
-	ns := startJetStream(t, -1, t.TempDir())
-	t.Cleanup(ns.Shutdown)
+	ns := natstest.Start(t, -1, t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	b := openBus(ctx, t, ns.ClientURL())

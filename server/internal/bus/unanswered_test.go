@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/phx-exchange/phx/server/internal/natstest"
 )
 
 // silencer is a TCP proxy to a NATS server that can stop passing what the
@@ -64,15 +64,7 @@ func newSilencer(t *testing.T, target string) *silencer {
 // request the bus makes for a call fails with ErrNoAnswer after
 // RequestTimeout, although the call's own deadline is far away.
 func TestUnansweredRequestsAreBounded(t *testing.T) {
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := natstest.Start(t, -1, t.TempDir())
 	proxy := newSilencer(t, ns.Addr().String())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -14,22 +14,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/phx-exchange/phx/server/internal/jsread"
+	"github.com/phx-exchange/phx/server/internal/natstest"
 )
 
 // startJetStream starts one in-process nats-server with JetStream and
 // returns a JetStream client connected to it.
 func startJetStream(t testing.TB) jetstream.JetStream {
 	t.Helper()
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	return connect(t, ns.ClientURL())
+	return connect(t, natstest.Start(t, -1, t.TempDir()).ClientURL())
 }
 
 func connect(t testing.TB, url string) jetstream.JetStream {
